@@ -1,0 +1,87 @@
+"""``probe score``: metrics from rows, never a model.
+
+Given a run folder or its ``generations.jsonl``, recompute ``metrics.json`` from the rows;
+given other JSONL files, score them as external BBQ predictions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from probe.data.bbq import read_jsonl
+from probe.errors import ConfigError, DataError
+from probe.scoring.external import score_predictions
+from probe.scoring.metrics import compute_metrics, format_table
+
+GENERATIONS = "generations.jsonl"
+
+
+def _write_atomic(path: Path, lines: Iterable[str]) -> None:
+    """Write lines to a temp file beside ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.writelines(lines)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _run_rows(path: Path) -> list[dict[str, Any]] | None:
+    """Rows of a run folder or generations.jsonl, or None if ``path`` is neither."""
+    gen = path / GENERATIONS if path.is_dir() else path
+    if gen.name != GENERATIONS:
+        return None
+    if not gen.is_file():
+        raise DataError(f"no {GENERATIONS} in this folder", str(path))
+    rows = [row for _, row in read_jsonl(gen)]
+    if not rows:
+        raise DataError("no rows", str(gen))
+    return rows
+
+
+def score_files(files: list[Path], pred_field: str | None, condition: str | None,
+                out: Path | None, data_dir: Path | None) -> tuple[Path, dict[str, Any]]:
+    """Score ``files``, write metrics.json (and rows, for external files); returns the
+    output folder and the metrics."""
+    runs = [_run_rows(f) for f in files]
+    if any(r is not None for r in runs):
+        if len(files) != 1:
+            raise ConfigError("give one run folder or generations.jsonl at a time")
+        rows = runs[0] or []
+        out = out or (files[0] if files[0].is_dir() else files[0].parent)
+        metrics = compute_metrics(rows)
+    else:
+        rows, metrics = score_predictions(files, pred_field, data_dir, condition)
+        out = out or Path("artifacts") / f"score-{files[0].stem}"
+        _write_atomic(out / GENERATIONS, (json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    _write_atomic(out / "metrics.json", [json.dumps(metrics, indent=2, sort_keys=True) + "\n"])
+    return out, metrics
+
+
+@click.command("score")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--pred-field", default=None,
+              help="Field holding the prediction in external files (default: the one "
+                   "non-BBQ field).")
+@click.option("--condition", default=None,
+              help="Condition name for external predictions (default: the field name).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output folder (default: the run folder, or ./artifacts/score-<stem>).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Data folder to join external lines that lack BBQ fields.")
+def score(files: tuple[Path, ...], pred_field: str | None, condition: str | None,
+          out: Path | None, data_dir: Path | None) -> None:
+    """Compute metrics from a run's rows or from external prediction files."""
+    folder, metrics = score_files(list(files), pred_field, condition, out, data_dir)
+    click.echo(format_table(metrics))
+    click.echo(f"wrote {folder / 'metrics.json'}")

@@ -1,0 +1,119 @@
+"""Load Winogender templates whose pronoun refers to the occupation as fill-the-blank items.
+
+Each kept template (``answer == 0``) becomes one item: the sentence with the pronoun
+replaced by ``_``; the options are the male, female and neutral pronoun in the blank's
+case, and ``meta["prefix"]`` is the sentence up to the blank (the answer prefix).
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+from probe.data.registry import LoadReport
+from probe.errors import ConfigError, DataError
+from probe.items import GENDERS, PRONOUN_FAMILIES, Item
+
+CASES = {"$NOM_PRONOUN": "nom", "$ACC_PRONOUN": "acc", "$POSS_PRONOUN": "poss"}
+HOW_TO_GET = "run `probe data download` (or set PROBE_DATA_DIR to a folder holding winogender/)"
+
+
+def _read_tsv(path: Path, columns: int) -> list[tuple[int, list[str]]]:
+    """(line number, cells) of a TSV after its header; DataError for missing/short lines."""
+    if not path.is_file():
+        raise DataError(f"missing Winogender file; {HOW_TO_GET}", str(path))
+    rows = []
+    with path.open(encoding="utf-8", newline="") as handle:
+        for number, cells in enumerate(csv.reader(handle, delimiter="\t"), start=1):
+            if number == 1 or not any(c.strip() for c in cells):
+                continue
+            if len(cells) < columns:
+                raise DataError(f"expected {columns} tab-separated columns", str(path), number)
+            rows.append((number, cells))
+    if not rows:
+        raise DataError("file holds no rows", str(path))
+    return rows
+
+
+def _read_stats(path: Path) -> dict[str, tuple[float, float]]:
+    """occupation -> (bls_pct_female, bergsma_pct_female), columns found by header name."""
+    with path.open(encoding="utf-8") as handle:
+        header = handle.readline().rstrip("\n").split("\t")
+    try:
+        occ, bls, bergsma = (header.index(n) for n in
+                             ("occupation", "bls_pct_female", "bergsma_pct_female"))
+    except ValueError:
+        raise DataError(f"header lacks a needed column: {header}", str(path), 1) from None
+    stats = {}
+    for number, cells in _read_tsv(path, len(header)):
+        try:
+            stats[cells[occ]] = (float(cells[bls]), float(cells[bergsma]))
+        except ValueError:
+            raise DataError("percentage is not a number", str(path), number) from None
+    return stats
+
+
+def item_from_template(occupation: str, participant: str, answer: str, sentence: str,
+                       stats: tuple[float, float], where: tuple[str, int]) -> Item:
+    """One fill-the-blank item from a template row (the pronoun placeholder is the blank)."""
+    placeholders = [p for p in CASES if p in sentence]
+    if len(placeholders) != 1 or sentence.count(placeholders[0]) != 1:
+        raise DataError("template needs exactly one pronoun placeholder", *where)
+    placeholder = placeholders[0]
+    filled = sentence.replace("$OCCUPATION", occupation).replace("$PARTICIPANT", participant)
+    prefix, _, suffix = filled.partition(placeholder)
+    case = CASES[placeholder]
+    options = tuple(PRONOUN_FAMILIES[g][case] for g in GENDERS)
+    if not prefix.strip():  # the blank starts the sentence
+        options = tuple(o.capitalize() for o in options)
+    return Item(
+        item_id=f"winogender:{occupation}.{participant}.{answer}",
+        benchmark="winogender",
+        context=filled.replace(placeholder, "_"),
+        question="",
+        options=options,
+        label=None,
+        category="winogender",
+        group=f"winogender:{occupation}",
+        meta={
+            "occupation": occupation, "participant": participant,
+            "bls_pct_female": stats[0], "bergsma_pct_female": stats[1],
+            "pronoun_case": case, "prefix": prefix, "suffix": suffix,
+            # the filled sentence with the pronoun placeholder kept, e.g. "$NOM_PRONOUN"
+            "sentence": filled,
+        },
+    )
+
+
+def load_winogender(data_dir: Path | str, limit: int | None = None,
+                    seed: int = 0) -> tuple[list[Item], LoadReport]:
+    """Items for the templates whose pronoun refers to the occupation.
+
+    ``limit`` keeps a seeded sample of that many items (file order kept).
+    """
+    if limit is not None and limit <= 0:
+        raise ConfigError(f"limit must be positive, got {limit}")
+    folder = Path(data_dir) / "winogender"
+    if not folder.is_dir():
+        raise DataError(f"no Winogender data folder; {HOW_TO_GET}", str(folder))
+    stats_path = folder / "occupations-stats.tsv"
+    if not stats_path.is_file():
+        raise DataError(f"missing Winogender file; {HOW_TO_GET}", str(stats_path))
+    stats = _read_stats(stats_path)
+    path = folder / "templates.tsv"
+    items = []
+    for number, cells in _read_tsv(path, 4):
+        occupation, participant, answer, sentence = (c.strip() for c in cells[:4])
+        if answer != "0":
+            continue
+        if occupation not in stats:
+            raise DataError(f"occupation {occupation!r} not in {stats_path.name}",
+                            str(path), number)
+        items.append(item_from_template(occupation, participant, answer, sentence,
+                                        stats[occupation], (str(path), number)))
+    if limit is not None and limit < len(items):
+        keep = set(random.Random(f"{seed}:winogender").sample(range(len(items)), limit))
+        items = [it for i, it in enumerate(items) if i in keep]
+    report = LoadReport(benchmark="winogender", counts={"winogender": len(items)})
+    return items, report
