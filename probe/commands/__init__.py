@@ -4,4 +4,8 @@ from __future__ import annotations
 
 import click
 
-COMMANDS: list[click.Command] = []
+from probe.commands.data import data
+from probe.commands.run import conditions_cmd, run_cmd
+from probe.commands.score import score
+
+COMMANDS: list[click.Command] = [run_cmd, conditions_cmd, score, data]

@@ -1,0 +1,83 @@
+"""``probe run`` and ``probe conditions``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from probe.config import MODES, RunConfig
+from probe.data.registry import default_data_dir
+from probe.models import DEFAULT_MODEL
+
+
+def default_out(cfg: RunConfig) -> Path:
+    """``artifacts/runs/<timestamp>_<model>_<benchmarks>/``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    model = cfg.model.replace("/", "--")
+    return Path("artifacts") / "runs" / f"{stamp}_{model}_{'+'.join(cfg.benchmarks)}"
+
+
+@click.command("run")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True,
+              help="Embedded name, Hugging Face id, or local folder.")
+@click.option("--benchmark", "benchmarks", multiple=True, help="bbq, winogender (repeat).")
+@click.option("--condition", "conditions", multiple=True,
+              help="Condition name (repeat); default: all that apply. See `probe conditions`.")
+@click.option("--category", "categories", multiple=True, help="BBQ category (repeat).")
+@click.option("--limit", type=int, help="Items per category, stratified (default: all).")
+@click.option("--mode", type=click.Choice(MODES), default="text", show_default=True,
+              help="generate: parse greedy text; letter/text: option likelihoods.")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N, mps, auto.")
+@click.option("--dtype", default="float32", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Benchmark files (default: $PROBE_DATA_DIR or ./data).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Run folder (default: artifacts/runs/<time>_<model>_<benchmarks>).")
+@click.option("--max-new-tokens", type=int, default=24, show_default=True)
+@click.option("--reasoning-tokens", type=int, default=96, show_default=True,
+              help="Token budget of the first turn of cot and review.")
+@click.option("--cache-acts", is_flag=True, help="Store residual-stream activations.")
+@click.option("--act-positions", type=int, default=1, show_default=True,
+              help="Cache the last k prompt positions.")
+@click.option("--shard", default=None, help="Run shard i of N items, as i/N (0-based).")
+@click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub.")
+def run_cmd(out: Path | None, data_dir: Path | None, benchmarks: tuple[str, ...],
+            conditions: tuple[str, ...], categories: tuple[str, ...], **opts: object) -> None:
+    """Run the output study (and optionally cache activations) into a run folder.
+
+    Re-running the same command on the same --out resumes where it stopped.
+    """
+    from probe.scoring.metrics import format_table
+    from probe.study import run_study
+
+    cfg = RunConfig(
+        benchmarks=list(benchmarks) or ["bbq", "winogender"],
+        conditions=list(conditions) or None, categories=list(categories) or None,
+        data_dir=str(data_dir or default_data_dir()), **opts)  # type: ignore[arg-type]
+    cfg.validate()
+    out = out or default_out(cfg)
+    result = run_study(cfg, out)
+    for report in result.reports:
+        click.echo(report.summary())
+    click.echo(format_table(result.metrics))
+    click.echo(f"\nrun folder: {result.folder.path}  ({result.n_rows} rows)")
+
+
+@click.command("conditions")
+@click.option("--benchmark", default=None, help="Only conditions for this benchmark.")
+def conditions_cmd(benchmark: str | None) -> None:
+    """List the prompt conditions with their exact instruction text and source."""
+    from probe.conditions import CONDITIONS
+
+    for cond in CONDITIONS.values():
+        if benchmark and benchmark not in cond.benchmarks:
+            continue
+        click.echo(f"{cond.name}  [{', '.join(cond.benchmarks)}]")
+        click.echo(f"  {cond.description}")
+        if cond.example_instruction:
+            click.echo(f"  text: {cond.example_instruction}")
+        click.echo(f"  source: {cond.source}")

@@ -1,0 +1,83 @@
+"""A run's settings as one dataclass, saved verbatim in ``run.json``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from probe.errors import ConfigError, UnknownNameError
+from probe.models import DEFAULT_MODEL
+
+# generate: greedy text, parsed. letter: log-prob of the option letter after "The answer is (".
+# text: mean log-prob per token of each option's text as the continuation.
+MODES = ("generate", "letter", "text")
+BENCHMARK_NAMES = ("bbq", "winogender")
+
+
+@dataclass
+class RunConfig:
+    """Everything that decides a run's numbers (and a few things that do not, see
+    :data:`probe.runs.RESUME_IGNORED`)."""
+
+    model: str = DEFAULT_MODEL
+    benchmarks: list[str] = field(default_factory=lambda: list(BENCHMARK_NAMES))
+    conditions: list[str] | None = None  # None: every condition that applies
+    categories: list[str] | None = None  # BBQ categories; None: all present
+    limit: int | None = None  # items per category (stratified); None: all
+    mode: str = "text"
+    batch_size: int = 16
+    device: str = "cpu"
+    dtype: str = "float32"
+    seed: int = 0
+    data_dir: str = "data"
+    max_new_tokens: int = 24
+    reasoning_tokens: int = 96  # first-turn budget of cot and review
+    cache_acts: bool = False
+    act_positions: int = 1  # the last k prompt tokens, aligned from the end
+    act_dtype: str = "float16"
+    shard: str | None = None  # "i/N": this process runs the i-th of N item shards
+    trust_remote_code: bool = False
+
+    def validate(self) -> RunConfig:
+        """Check option values; errors name the option."""
+        if self.mode not in MODES:
+            raise UnknownNameError("mode (--mode)", self.mode, MODES)
+        for bench in self.benchmarks:
+            if bench not in BENCHMARK_NAMES:
+                raise UnknownNameError("benchmark (--benchmark)", bench, BENCHMARK_NAMES)
+        checks = [("--limit", self.limit), ("--batch-size", self.batch_size),
+                  ("--max-new-tokens", self.max_new_tokens),
+                  ("--act-positions", self.act_positions)]
+        for option, value in checks:
+            if value is not None and value <= 0:
+                raise ConfigError(f"{option} must be a positive integer, got {value}")
+        if self.act_dtype not in ("float16", "bfloat16", "float32"):
+            raise UnknownNameError("--act-dtype", self.act_dtype,
+                                   ("float16", "bfloat16", "float32"))
+        self.shard_index()
+        return self
+
+    def shard_index(self) -> tuple[int, int] | None:
+        """``(i, n)`` from ``--shard i/N`` (0-based i), or None."""
+        if self.shard is None:
+            return None
+        try:
+            i, n = (int(x) for x in self.shard.split("/"))
+        except ValueError:
+            raise ConfigError(f"--shard {self.shard!r}: expected i/N, e.g. 0/4") from None
+        if n <= 0 or not 0 <= i < n:
+            raise ConfigError(f"--shard {self.shard!r}: need 0 <= i < N")
+        return i, n
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (the form stored in run.json)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """Rebuild a config from run.json; unknown keys are an error."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ConfigError(f"run config has unknown keys: {sorted(unknown)}")
+        return cls(**data)

@@ -1,0 +1,205 @@
+"""Batched inference through the bridge: greedy generation and option likelihoods.
+
+Calls go to the bridged Hugging Face model (``bridge.original_model``), whose modules the
+bridge has wrapped: TransformerLens hooks fire on every pass while generation keeps HF's
+KV cache and speed. Batches are length-sorted and left-padded, with an attention mask and
+matching position ids everywhere, so batched results equal one-at-a-time results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+
+from probe.hooks import Capture, HookFn, hooked
+from probe.models import LoadedModel
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class Batch:
+    """Left-padded token ids with their mask and position ids, on the model's device."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    lengths: list[int]
+
+
+def is_oom(err: BaseException) -> bool:
+    """Whether an exception is an out-of-memory error worth retrying with a smaller batch."""
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+class Engine:
+    """Runs prompts through one loaded model; ``batch_size`` halves on out-of-memory."""
+
+    def __init__(self, loaded: LoadedModel, batch_size: int = 16):
+        self.loaded = loaded
+        self.batch_size = batch_size
+        self.tokenizer = loaded.tokenizer
+        self.model = loaded.hf_model
+
+    # -- batching ---------------------------------------------------------------------
+    def map_batches(self, items: Sequence[T], fn: Callable[[list[T]], list[R]],
+                    sort_key: Callable[[T], int] | None = None,
+                    on_batch: Callable[[list[int], list[R]], None] | None = None) -> list[R]:
+        """Apply ``fn`` to length-sorted batches; results come back in input order.
+
+        On out-of-memory the batch size halves and the same batch is retried; batches already
+        done are kept (and were already handed to ``on_batch``), and the size that worked is
+        remembered for later calls.
+        """
+        order = sorted(range(len(items)), key=(lambda i: -sort_key(items[i])) if sort_key
+                       else (lambda i: i))
+        results: list[R | None] = [None] * len(items)
+        start = 0
+        while start < len(order):
+            idx = order[start:start + self.batch_size]
+            try:
+                out = fn([items[i] for i in idx])
+            except RuntimeError as err:
+                if not is_oom(err) or self.batch_size == 1:
+                    raise
+                self.batch_size = max(1, self.batch_size // 2)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            for i, r in zip(idx, out, strict=True):
+                results[i] = r
+            if on_batch is not None:
+                on_batch(idx, out)
+            start += len(idx)
+        return results  # type: ignore[return-value]  # every slot is filled above
+
+    def encode(self, texts: Sequence[str]) -> Batch:
+        """Tokenize prompts that already carry their special tokens; pad on the left."""
+        enc = self.tokenizer(list(texts), add_special_tokens=False, padding=True,
+                             return_tensors="pt")
+        mask = enc.attention_mask.to(self.loaded.device)
+        # Positions count real tokens only, as HF generate does for left padding.
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        return Batch(enc.input_ids.to(self.loaded.device), mask, positions,
+                     mask.sum(-1).tolist())
+
+    def n_tokens(self, text: str) -> int:
+        """Number of tokens of a prompt text."""
+        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+    # -- generation -------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate_batch(self, texts: Sequence[str], max_new_tokens: int,
+                       capture: Capture | None = None,
+                       hooks: Sequence[tuple[str, HookFn]] = ()) -> list[str]:
+        """Greedy continuations of one batch; hooks fire on the prompt pass and every step."""
+        from transformers import GenerationConfig
+
+        batch = self.encode(texts)
+        config = GenerationConfig(
+            max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos_ids())
+        all_hooks = [*(capture.hooks() if capture else []), *hooks]
+        with hooked(self.loaded.bridge, all_hooks):
+            out = self.model.generate(input_ids=batch.input_ids,
+                                      attention_mask=batch.attention_mask,
+                                      generation_config=config)
+        new = out[:, batch.input_ids.shape[1]:]
+        return self.tokenizer.batch_decode(new, skip_special_tokens=True)
+
+    def eos_ids(self) -> list[int]:
+        ids = {self.tokenizer.eos_token_id}
+        configured = getattr(self.model.generation_config, "eos_token_id", None)
+        if isinstance(configured, int):
+            ids.add(configured)
+        elif isinstance(configured, list):
+            ids.update(configured)
+        return sorted(i for i in ids if i is not None)
+
+    # -- likelihood -------------------------------------------------------------------
+    @torch.inference_mode()
+    def forward_last(self, texts: Sequence[str], capture: Capture | None = None,
+                     hooks: Sequence[tuple[str, HookFn]] = (), use_cache: bool = False
+                     ) -> tuple[torch.Tensor, Any, Batch]:
+        """One prompt pass: log-probs at the last position (batch, vocab), the KV cache."""
+        batch = self.encode(texts)
+        all_hooks = [*(capture.hooks() if capture else []), *hooks]
+        with hooked(self.loaded.bridge, all_hooks):
+            out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                             position_ids=batch.position_ids, use_cache=use_cache,
+                             logits_to_keep=1)
+        logprobs = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+        return logprobs, out.past_key_values if use_cache else None, batch
+
+    @torch.inference_mode()
+    def option_logprobs_batch(self, texts: Sequence[str], options: Sequence[Sequence[str]],
+                              capture: Capture | None = None,
+                              hooks: Sequence[tuple[str, HookFn]] = ()) -> list[list[float]]:
+        """Mean log-prob per token of each option continuing its prompt.
+
+        The prompt runs once; its KV cache is repeated for each option, and the options'
+        remaining tokens run in one right-padded pass (a shared-prefix forward).
+        """
+        n_opt = len(options[0])
+        if any(len(o) != n_opt for o in options):
+            raise ValueError("every prompt in a batch needs the same number of options")
+        conts = [[self._continuation_ids(o) for o in opts] for opts in options]
+        multi = any(len(ids) > 1 for row in conts for ids in row)
+        first, cache, batch = self.forward_last(texts, capture, hooks, use_cache=multi)
+        sums = torch.tensor([[first[b, ids[0]].item() for ids in row]
+                             for b, row in enumerate(conts)])
+        if multi:
+            sums += self._rest_logprobs(conts, cache, batch, hooks)
+        lengths = torch.tensor([[len(ids) for ids in row] for row in conts], dtype=torch.float)
+        return (sums / lengths).tolist()
+
+    def _continuation_ids(self, text: str) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        if not ids:
+            raise ValueError(f"option {text!r} tokenizes to nothing")
+        return list(ids)
+
+    def _rest_logprobs(self, conts: list[list[list[int]]], cache: Any, batch: Batch,
+                       hooks: Sequence[tuple[str, HookFn]]) -> torch.Tensor:
+        """Sum of log-probs of option tokens 2..n, given the prompt's KV cache."""
+        n_batch, n_opt = len(conts), len(conts[0])
+        flat = [ids for row in conts for ids in row]
+        width = max(len(ids) for ids in flat) - 1
+        pad = self.tokenizer.pad_token_id
+        dev = batch.input_ids.device
+        inp = torch.full((len(flat), width), pad, dtype=torch.long, device=dev)
+        mask = torch.zeros((len(flat), width), dtype=batch.attention_mask.dtype, device=dev)
+        for i, ids in enumerate(flat):
+            inp[i, :len(ids) - 1] = torch.tensor(ids[:-1])
+            mask[i, :len(ids) - 1] = 1
+        cache.batch_repeat_interleave(n_opt)
+        prompt_mask = batch.attention_mask.repeat_interleave(n_opt, dim=0)
+        start = torch.tensor(batch.lengths, device=dev).repeat_interleave(n_opt)[:, None]
+        with hooked(self.loaded.bridge, list(hooks)):
+            out = self.model(input_ids=inp, attention_mask=torch.cat([prompt_mask, mask], 1),
+                             position_ids=start + torch.arange(width, device=dev)[None],
+                             past_key_values=cache, use_cache=True)
+        logprobs = torch.log_softmax(out.logits.float(), dim=-1)
+        sums = torch.zeros(len(flat))
+        for i, ids in enumerate(flat):
+            targets = torch.tensor(ids[1:], device=dev)
+            sums[i] = logprobs[i, torch.arange(len(ids) - 1), targets].sum().cpu()
+        return sums.view(n_batch, n_opt)
+
+    @torch.inference_mode()
+    def option_logprobs_reference(self, text: str, options: Sequence[str]) -> list[float]:
+        """The slow, obviously-correct path: each prompt+option in its own full forward."""
+        prompt_ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        scores = []
+        for option in options:
+            cont = self._continuation_ids(option)
+            ids = torch.tensor([prompt_ids + cont], device=self.loaded.device)
+            logits = self.model(input_ids=ids).logits[0].float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            positions = torch.arange(len(prompt_ids) - 1, len(prompt_ids) + len(cont) - 1)
+            scores.append(logprobs[positions, torch.tensor(cont)].mean().item())
+        return scores

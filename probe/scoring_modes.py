@@ -1,0 +1,39 @@
+"""How the scored turn is asked and read in each mode (``generate``, ``letter``, ``text``).
+
+Kept apart from the engine so that a new mode or benchmark needs no change to batching.
+"""
+
+from __future__ import annotations
+
+from probe.conditions import LETTERS
+from probe.items import GENDERS, Item
+from probe.prompts import continuation_text
+
+LETTER_PREFIX = "The answer is ("
+
+
+def mode_prefix(item: Item, mode: str) -> str:
+    """Text the scored answer is made to begin with, on top of the condition's prefix."""
+    return LETTER_PREFIX if mode == "letter" and item.benchmark == "bbq" else ""
+
+
+def option_texts(item: Item, mode: str, assistant_prefix: str) -> list[str]:
+    """The continuations whose likelihood is compared in the likelihood modes."""
+    if item.benchmark == "bbq" and mode == "letter":
+        return list(LETTERS[: len(item.options)])
+    return [continuation_text(o, assistant_prefix) for o in item.options]
+
+
+def pred_from_scores(item: Item, scores: list[float]) -> int | str:
+    """The answer a likelihood mode picks: the option with the highest score."""
+    best = max(range(len(scores)), key=lambda i: scores[i])
+    return GENDERS[best] if item.benchmark == "winogender" else best
+
+
+def pred_from_text(item: Item, text: str) -> int | str | None:
+    """Parse a generated answer; None when it cannot be read (never guessed)."""
+    from probe.scoring.parse import parse_bbq_answer, parse_pronoun
+
+    if item.benchmark == "winogender":
+        return parse_pronoun(text)
+    return parse_bbq_answer(text, list(item.options))

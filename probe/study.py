@@ -1,0 +1,165 @@
+"""The output study end to end: items -> units -> batches -> rows (+ activations) -> metrics.
+
+Resumable by construction. A batch is the unit of work: its activations go to the shard
+writer, then its rows are appended to ``generations.jsonl``. On restart, a batch counts as
+done only if every row is in ``generations.jsonl`` (and, with ``cache_acts``, in a complete
+activation shard); rows of unfinished batches are dropped and the batch re-run. Batches are
+fixed by the item list, so a resumed run computes the same numbers in the same order, and
+the finished folder equals an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from probe.activations import ShardWriter
+from probe.conditions import conditions_for, get_condition
+from probe.config import RunConfig
+from probe.data.registry import LoadReport, get_benchmark
+from probe.errors import ConfigError
+from probe.hooks import Capture, resid_hook_names
+from probe.inference import Engine
+from probe.io import atomic_write_text, dumps, read_jsonl
+from probe.items import Item
+from probe.models import LoadedModel, load_model
+from probe.pipeline import Unit, in_shard, plan_batches, plan_units, run_batch
+from probe.provenance import provenance
+from probe.runs import RunFolder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StudyResult:
+    """What a finished run hands back to the caller."""
+
+    folder: RunFolder
+    metrics: dict[str, Any]
+    reports: list[LoadReport]
+    n_rows: int
+
+
+def load_items(cfg: RunConfig) -> tuple[list[Item], list[LoadReport]]:
+    """Every benchmark's items, limited and sharded as configured."""
+    items: list[Item] = []
+    reports = []
+    for name in cfg.benchmarks:
+        kwargs: dict[str, Any] = {"limit": cfg.limit, "seed": cfg.seed}
+        if name == "bbq":
+            kwargs["categories"] = cfg.categories
+        found, report = get_benchmark(name).load(Path(cfg.data_dir), **kwargs)
+        items += [it for it in found if in_shard(it.item_id, cfg.shard_index())]
+        reports.append(report)
+    return items, reports
+
+
+def resolve_conditions(cfg: RunConfig) -> list[str]:
+    """The configured conditions (validated), or every one that applies to the benchmarks."""
+    if cfg.conditions:
+        for name in cfg.conditions:
+            get_condition(name)
+        return list(cfg.conditions)
+    names: list[str] = []
+    for bench in cfg.benchmarks:
+        names += [n for n in conditions_for(bench) if n not in names]
+    return names
+
+
+def _data_files(cfg: RunConfig) -> dict[str, Path]:
+    files = {}
+    for bench in cfg.benchmarks:
+        for rel in get_benchmark(bench).files:
+            path = Path(cfg.data_dir) / rel
+            if path.is_file():
+                files[rel] = path
+    return files
+
+
+def _done_batches(folder: RunFolder, batches: list[list[Unit]],
+                  writer: ShardWriter | None) -> list[bool]:
+    """Which batches are complete; rows of incomplete ones are removed from the file."""
+    done_rows = folder.done_keys()
+    done_acts = writer.written_keys() if writer is not None else None
+    flags = []
+    for batch in batches:
+        keys = {u.key for u in batch}
+        flags.append(keys <= done_rows and (done_acts is None or keys <= done_acts))
+    keep = {u.key for batch, ok in zip(batches, flags, strict=True) if ok for u in batch}
+    if done_rows - keep:
+        rows = [r for r in folder.rows() if (r["item_id"], r["condition"]) in keep]
+        atomic_write_text(folder.generations, "".join(dumps(r, indent=None) + "\n"
+                                                      for r in rows))
+    return flags
+
+
+def run_study(cfg: RunConfig, out: Path, loaded: LoadedModel | None = None) -> StudyResult:
+    """Run (or resume) the study described by ``cfg`` into the folder ``out``."""
+    cfg.validate()
+    conditions = resolve_conditions(cfg)
+    items, reports = load_items(cfg)
+    if not items:
+        raise ConfigError("no items to run: check --benchmark, --category and the data dir")
+    loaded = loaded or load_model(cfg.model, cfg.device, cfg.dtype, cfg.trust_remote_code)
+    extra = {**_data_files(cfg), "model": Path(loaded.source)}
+    folder = RunFolder.create_or_resume(
+        out, cfg.to_dict(), provenance({k: v for k, v in extra.items() if v.is_file()}))
+    engine = Engine(loaded, cfg.batch_size)
+    units = plan_units(items, conditions)
+    batches = plan_batches(engine, units, cfg.batch_size)
+    writer = capture = None
+    if cfg.cache_acts:
+        hooks = resid_hook_names(loaded.n_layers)
+        capture = Capture(hooks, cfg.act_positions)
+        writer = ShardWriter(folder.acts_dir, hooks, cfg.act_positions, loaded.d_model,
+                             cfg.act_dtype)
+    flags = _done_batches(folder, batches, writer)
+    todo = [b for b, ok in zip(batches, flags, strict=True) if not ok]
+    _run_batches(engine, todo, cfg, folder, writer, capture, len(batches))
+    return finish(folder, units, reports)
+
+
+def _run_batches(engine: Engine, todo: list[list[Unit]], cfg: RunConfig, folder: RunFolder,
+                 writer: ShardWriter | None, capture: Capture | None, total: int) -> None:
+    already = writer.written_keys() if writer is not None else set()
+    with folder.appender() as appender, tqdm(total=total, initial=total - len(todo),
+                                             desc="batches", unit="batch") as bar:
+        for batch in todo:
+            rows, acts = run_batch(engine, batch, cfg, capture)
+            if writer is not None:
+                _write_acts(writer, rows, acts, already)
+            for row in rows:
+                appender.append(row.to_json())
+            bar.update(1)
+    if writer is not None:
+        writer.close()
+
+
+def _write_acts(writer: ShardWriter, rows: list, acts: dict, already: set) -> None:
+    """Add a batch's activations, skipping rows a complete shard already holds."""
+    ran = [r for r in rows if not r.truncated]
+    keep = [i for i, r in enumerate(ran) if r.key not in already]
+    if not keep:
+        return
+    metas = [{"item_id": ran[i].item_id, "condition": ran[i].condition,
+              "benchmark": ran[i].benchmark, "group": ran[i].group,
+              "positions": list(range(-writer.n_positions, 0))} for i in keep]
+    writer.add(metas, {name: t[keep] for name, t in acts.items()})
+
+
+def finish(folder: RunFolder, units: list[Unit], reports: list[LoadReport]) -> StudyResult:
+    """Rewrite rows in canonical order and compute metrics (no model needed)."""
+    from probe.scoring.metrics import compute_metrics
+
+    order = {u.key: i for i, u in enumerate(units)}
+    rows = sorted(read_jsonl(folder.generations),
+                  key=lambda r: order.get((r["item_id"], r["condition"]), len(order)))
+    atomic_write_text(folder.generations, "".join(dumps(r, indent=None) + "\n" for r in rows))
+    metrics = compute_metrics(rows)
+    folder.write_metrics(metrics)
+    folder.mark_stage_done("generate", n_rows=len(rows))
+    return StudyResult(folder, metrics, reports, len(rows))
