@@ -186,8 +186,9 @@ class Engine:
         logprobs = torch.log_softmax(out.logits.float(), dim=-1)
         sums = torch.zeros(len(flat))
         for i, ids in enumerate(flat):
-            targets = torch.tensor(ids[1:], device=dev)
-            sums[i] = logprobs[i, torch.arange(len(ids) - 1), targets].sum().cpu()
+            targets = torch.tensor(ids[1:], dtype=torch.long, device=dev)
+            steps = torch.arange(len(ids) - 1, device=dev)
+            sums[i] = logprobs[i, steps, targets].sum().cpu()
         return sums.view(n_batch, n_opt)
 
     @torch.inference_mode()

