@@ -100,21 +100,16 @@ def _register_all() -> None:
                     3: "states the behaviour"}[level]
             register_condition(Condition(
                 name, f"Question + {what} ({desc}).", source, BOTH,
-                _single(lambda item, lv=level, ng=negate: _instruction(lv, ng, item)),
-                example_instruction=_instruction(level, negate, _EXAMPLE)))
+                _single(lambda item, lv=level, ng=negate: _instruction(lv, ng, item))))
     register_condition(Condition(
         "cot", f"Chain of thought: the answer begins '{COT_TRIGGER}', then '{COT_FOLLOWUP}'",
-        GANGULI, BOTH, _cot, example_instruction=COT_TRIGGER))
+        GANGULI, BOTH, _cot))
     register_condition(Condition(
         "review", f"Answer, then a second round: '{REVIEW}'", f"ours, after {LIU}", BOTH,
-        _review, example_instruction=REVIEW))
+        _review))
     register_condition(Condition(
         "match-stats", "Winogender: use female pronouns at the occupation's BLS rate.",
-        GANGULI, ("winogender",), _single(_match_stats),
-        example_instruction=_match_stats(_EXAMPLE_WINO)))
+        GANGULI, ("winogender",), _single(_match_stats)))
 
 
-_EXAMPLE = Item("bbq:Age:0", "bbq", "", "", ("", "", ""), 2, "Age", "bbq:Age:1")
-_EXAMPLE_WINO = Item("winogender:x", "winogender", "", "", ("he", "she", "they"), None,
-                     "winogender", "winogender:x", meta={"bls_pct_female": 40.0})
 _register_all()

@@ -71,13 +71,13 @@ def run_cmd(out: Path | None, data_dir: Path | None, benchmarks: tuple[str, ...]
 @click.option("--benchmark", default=None, help="Only conditions for this benchmark.")
 def conditions_cmd(benchmark: str | None) -> None:
     """List the prompt conditions with their exact instruction text and source."""
-    from probe.conditions import CONDITIONS
+    from probe.conditions import CONDITIONS, describe
 
     for cond in CONDITIONS.values():
         if benchmark and benchmark not in cond.benchmarks:
             continue
         click.echo(f"{cond.name}  [{', '.join(cond.benchmarks)}]")
         click.echo(f"  {cond.description}")
-        if cond.example_instruction:
-            click.echo(f"  text: {cond.example_instruction}")
+        for line in describe(cond):
+            click.echo("  " + line.replace("\n", "\n    "))
         click.echo(f"  source: {cond.source}")
