@@ -72,6 +72,13 @@ def _single(extra: Callable[[Item], str] | None) -> Callable[[Item], PromptPlan]
     return build
 
 
+def _instruction_of(level: int, negate: bool) -> Callable[[Item], str]:
+    def instruction(item: Item) -> str:
+        return _instruction(level, negate, item)
+
+    return instruction
+
+
 def _cot(item: Item) -> PromptPlan:
     first = Turn(question_text(item), COT_TRIGGER)
     return PromptPlan((first, Turn(COT_FOLLOWUP, answer_prefix(item))))
@@ -100,7 +107,7 @@ def _register_all() -> None:
                     3: "states the behaviour"}[level]
             register_condition(Condition(
                 name, f"Question + {what} ({desc}).", source, BOTH,
-                _single(lambda item, lv=level, ng=negate: _instruction(lv, ng, item))))
+                _single(_instruction_of(level, negate))))
     register_condition(Condition(
         "cot", f"Chain of thought: the answer begins '{COT_TRIGGER}', then '{COT_FOLLOWUP}'",
         GANGULI, BOTH, _cot))

@@ -119,7 +119,7 @@ def _converted_dir(name: str, gguf: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
     # The weights are plain float32 after dequantisation; drop the GGUF marker that makes
     # transformers refuse to serialise them.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(tmp)
