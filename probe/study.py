@@ -17,6 +17,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from probe import faults
 from probe.activations import ShardWriter
 from probe.conditions import conditions_for, get_condition
 from probe.config import RunConfig
@@ -132,8 +133,10 @@ def _run_batches(engine: Engine, todo: list[list[Unit]], cfg: RunConfig, folder:
             rows, acts = run_batch(engine, batch, cfg, capture)
             if writer is not None:
                 _write_acts(writer, rows, acts, already)
+                faults.point("batch-acts")
             for row in rows:
                 appender.append(row.to_json())
+            faults.point("batch-rows")
             bar.update(1)
     if writer is not None:
         writer.close()
@@ -160,6 +163,7 @@ def finish(folder: RunFolder, units: list[Unit], reports: list[LoadReport]) -> S
                   key=lambda r: order.get((r["item_id"], r["condition"]), len(order)))
     atomic_write_text(folder.generations, "".join(dumps(r, indent=None) + "\n" for r in rows))
     metrics = compute_metrics(rows)
+    faults.point("metrics")
     folder.write_metrics(metrics)
     folder.mark_stage_done("generate", n_rows=len(rows))
     return StudyResult(folder, metrics, reports, len(rows))
