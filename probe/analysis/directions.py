@@ -1,0 +1,189 @@
+"""Self-correction directions: how an instruction moves the residual stream, layer by layer.
+
+For an instruction condition I and the baseline B, the direction at a hook is the mean over
+paired items (same ``item_id`` cached under both) of ``x_I - x_B``: the raw mean shift, not
+normalised, so steering can add it at its natural size. Against the bias direction ``b``
+(unit, pointing to the *biased* answer; the ``biased_answer`` probe's diffmeans or logreg
+direction) the shift ``s`` splits into ``along = s . b`` (negative: the instruction moves the
+representation away from the biased answer) and the orthogonal remainder ``|s - along b|``
+(what the instruction adds on top). ``along_gap_units`` rescales ``along`` by the distance
+between the biased and unbiased class means along ``b``: -1 would move a biased item's
+representation all the way to the unbiased mean.
+
+Outputs: ``directions.json`` ``{"pairs": {"<I>-<B>": {...}}}`` and
+``directions.safetensors`` keyed ``"<I>-<B>/<hook>"``; both are merged, not overwritten,
+so each instruction can be computed on its own.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from probe.analysis import targets as tg
+from probe.errors import DataError
+
+BIAS_KINDS = ("diffmeans", "logreg")
+
+
+def pair_name(instruction: str, baseline: str = tg.BASELINE) -> str:
+    """The key prefix of one instruction-vs-baseline pair."""
+    return f"{instruction}-{baseline}"
+
+
+def paired_rows(store_rows: list[dict[str, Any]], instruction: str,
+                baseline: str = tg.BASELINE) -> tuple[list[int], list[int]]:
+    """Store row indices (instruction, baseline) of items cached under both, item-aligned."""
+    index = tg.key_index(store_rows)
+    both = {i for i, c in index if c == instruction} & {i for i, c in index if c == baseline}
+    items = sorted(both)
+    return [index[(i, instruction)] for i in items], [index[(i, baseline)] for i in items]
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm > 0 else v
+
+
+def shift_stats(X_instr: np.ndarray, X_base: np.ndarray, bias: dict[str, np.ndarray],
+                gaps: dict[str, float] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Mean paired shift and its geometry against each bias direction in ``bias``.
+
+    ``X_instr`` and ``X_base`` are item-aligned (n, d). ``gaps`` holds, per kind, the
+    distance between biased and unbiased class means along that (unit) direction.
+    """
+    diffs = X_instr - X_base
+    shift = diffs.mean(0)
+    norm = float(np.linalg.norm(shift))
+    stats: dict[str, Any] = {
+        "n_pairs": len(diffs), "norm": norm,
+        "rel_norm": norm / float(np.linalg.norm(X_base, axis=1).mean() or 1.0),
+        "per_kind": {},
+    }
+    for kind, direction in bias.items():
+        b = _unit(np.asarray(direction, dtype=np.float64))
+        along = float(shift @ b)
+        gap = (gaps or {}).get(kind)
+        stats["per_kind"][kind] = {
+            "cosine": along / norm if norm > 0 else 0.0,
+            "along": along,
+            "orth_norm": float(np.linalg.norm(shift - along * b)),
+            "frac_items_away": float(np.mean(diffs @ b < 0)),
+            "along_gap_units": along / gap if gap else None,
+        }
+    return shift, stats
+
+
+def _bias_directions(run_dir: Path, bias: tg.Target, X: np.ndarray, index: dict[tg.Key, int],
+                     hook: str) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Bias directions for one hook (probe file, else diffmeans on the fly) and class gaps."""
+    if bias.skipped is not None:
+        return {}, {}
+    Xb = X[[index[k] for k in bias.keys]]
+    mu_pos, mu_neg = Xb[bias.y == 1].mean(0), Xb[bias.y == 0].mean(0)
+    dirs = {"diffmeans": _unit(mu_pos - mu_neg)}
+    saved = run_dir / "probe_directions.safetensors"
+    if saved.exists():
+        from safetensors.numpy import load_file
+
+        stored = load_file(str(saved))
+        for kind in BIAS_KINDS:
+            key = f"{bias.name}/{kind}/{hook}"
+            if key in stored:
+                dirs[kind] = stored[key].astype(np.float64)
+    return dirs, {k: float((mu_pos - mu_neg) @ _unit(d)) for k, d in dirs.items()}
+
+
+def compute_directions(run_dir: Path, instruction: str, baseline: str = tg.BASELINE, *,
+                       bias_target: str = "biased_answer", store: Any = None,
+                       layers: list[int] | None = None, position: int = -1) -> dict[str, Any]:
+    """Per-layer self-correction direction of one instruction; merges into the run's files.
+
+    Returns this pair's entry of ``directions.json``. ``store`` overrides ``activations/``.
+    """
+    run_dir = Path(run_dir)
+    rows = tg.read_rows(run_dir / "generations.jsonl")
+    store = store if store is not None else tg.open_store(run_dir)
+    index = tg.key_index(store.rows)
+    idx_i, idx_b = paired_rows(store.rows, instruction, baseline)
+    if not idx_i:
+        raise DataError(f"no items have activations under both {instruction!r} and "
+                        f"{baseline!r}", str(run_dir))
+    bias = tg.build_target(bias_target, rows, set(index))
+    entry: dict[str, Any] = {"instruction": instruction, "baseline": baseline,
+                             "n_pairs": len(idx_i), "bias_target": bias_target,
+                             "bias_skipped": bias.skipped, "layers": []}
+    vectors: dict[str, np.ndarray] = {}
+    for hook in tg.select_hooks(store.hook_names, layers):
+        X = tg.load_matrix(store, hook, position)
+        dirs, gaps = _bias_directions(run_dir, bias, X, index, hook)
+        shift, stats = shift_stats(X[idx_i], X[idx_b], dirs, gaps)
+        vectors[f"{pair_name(instruction, baseline)}/{hook}"] = shift
+        entry["layers"].append({"hook": hook, "layer": tg.hook_layer(hook), **stats})
+    _merge_outputs(run_dir, pair_name(instruction, baseline), entry, vectors)
+    return entry
+
+
+def _merge_outputs(run_dir: Path, name: str, entry: dict[str, Any],
+                   vectors: dict[str, np.ndarray]) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    json_path, st_path = run_dir / "directions.json", run_dir / "directions.safetensors"
+    data = json.loads(json_path.read_text(encoding="utf-8")) if json_path.exists() else {}
+    data.setdefault("pairs", {})[name] = entry
+    json_path.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    stored = load_file(str(st_path)) if st_path.exists() else {}
+    stored.update({k: v.astype(np.float32) for k, v in vectors.items()})
+    save_file(stored, str(st_path))
+
+
+def load_direction(run_dir: Path, instruction: str, hook: str,
+                   baseline: str = tg.BASELINE) -> Any:
+    """The raw mean shift (instruction - baseline) at ``hook`` as a float32 torch tensor (d,)."""
+    from safetensors.torch import load_file
+
+    path = Path(run_dir) / "directions.safetensors"
+    if not path.exists():
+        raise DataError("no directions computed yet (run `probe probes` first)", str(path))
+    stored = load_file(str(path))
+    key = f"{pair_name(instruction, baseline)}/{hook}"
+    if key not in stored:
+        raise DataError(f"no direction {key!r}; have {len(stored)} others", str(path))
+    return stored[key]
+
+
+def plot_cosines(directions_json: Path | dict[str, Any], out_png: Path) -> Path:
+    """Cosine of each pair's shift with the bias direction, and the shift size, per layer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = directions_json if isinstance(directions_json, dict) else json.loads(
+        Path(directions_json).read_text(encoding="utf-8"))
+    fig, (ax_cos, ax_norm) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for i, (name, pair) in enumerate(data["pairs"].items()):
+        color = f"C{i % 10}"
+        layers = [rec["layer"] for rec in pair["layers"]]
+        for kind, style in zip(BIAS_KINDS, ("-", "--"), strict=True):
+            cos = [rec["per_kind"].get(kind, {}).get("cosine", np.nan) for rec in pair["layers"]]
+            if not np.all(np.isnan(cos)):
+                ax_cos.plot(layers, cos, style, color=color, label=f"{name} ({kind})")
+        ax_norm.plot(layers, [rec["rel_norm"] for rec in pair["layers"]], color=color, label=name)
+    ax_cos.axhline(0, color="k", linewidth=0.8)
+    ax_cos.set(title="Instruction shift vs bias direction\n(< 0: away from the biased answer)",
+               xlabel="layer (-1 = embeddings)", ylabel="cosine(shift, bias direction)")
+    ax_norm.set(title="Size of the instruction shift", xlabel="layer (-1 = embeddings)",
+                ylabel="|mean shift| / mean |baseline activation|")
+    for ax in (ax_cos, ax_norm):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)
+    return out_png

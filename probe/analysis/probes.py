@@ -1,0 +1,418 @@
+"""Linear probes with grouped cross-validation, shuffled-label controls and bootstrap CIs.
+
+Two probe kinds share one protocol:
+
+- ``logreg``: standardise (fit on the training fold), L2 logistic regression with C chosen by
+  an inner grouped CV (log-loss) over a few Cs, warm-started along the C path for speed.
+  Its direction is ``coef / scale`` (back in activation space), unit-normalised.
+- ``diffmeans``: direction ``mean(pos) - mean(neg)`` on raw activations, threshold at the
+  midpoint of the projected class means of the training fold.
+
+Outer splits are grouped by template (``StratifiedGroupKFold``), so a template is never in
+both train and test. The control fits the same probe (same C) on the training labels
+shuffled with a seeded permutation; ``selectivity = accuracy - control_accuracy``.
+Confidence intervals are a percentile bootstrap that resamples *templates* (clusters) over
+the out-of-fold predictions pooled across folds, for both accuracy and AUROC, because rows
+of one template (and the same item under several conditions) are not independent.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.linalg import LinAlgError, cholesky, solve, solve_triangular
+from scipy.special import expit
+from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+from threadpoolctl import threadpool_limits
+from tqdm import tqdm
+
+from probe.analysis import targets as tg
+from probe.errors import ConfigError, DataError
+
+KINDS = ("logreg", "diffmeans")
+DEFAULT_CS = (1e-3, 1e-2, 1e-1, 1.0)
+CI_METHOD = "template-cluster percentile bootstrap (95%) over pooled out-of-fold predictions"
+
+
+@dataclass
+class ProbeResult:
+    """Cross-validated scores of one probe; ``direction`` is a unit vector (d,)."""
+
+    kind: str
+    accuracy: float
+    accuracy_ci: tuple[float, float]
+    auroc: float
+    auroc_ci: tuple[float, float]
+    control_accuracy: float
+    control_auroc: float
+    selectivity: float
+    n: int
+    n_splits: int
+    direction: np.ndarray
+    folds: list[dict[str, Any]] = field(default_factory=list)
+    C: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything but the direction, as plain floats."""
+        return {
+            "accuracy": self.accuracy, "accuracy_ci": list(self.accuracy_ci),
+            "auroc": self.auroc, "auroc_ci": list(self.auroc_ci),
+            "control_accuracy": self.control_accuracy, "control_auroc": self.control_auroc,
+            "selectivity": self.selectivity, "n": self.n, "n_splits": self.n_splits,
+            "C": self.C, "folds": self.folds,
+        }
+
+
+def grouped_splits(y: np.ndarray, groups: np.ndarray, n_splits: int,
+                   seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified splits grouped by template; asserts no template is on both sides."""
+    n_groups = len(np.unique(groups))
+    k = min(n_splits, n_groups)
+    if k < 2:
+        raise ConfigError(f"grouped CV needs at least 2 templates, got {n_groups}")
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    splits = list(splitter.split(np.zeros(len(y)), y, groups))
+    for train, test in splits:
+        # The whole point of grouping: a shared template would leak its wording into test.
+        assert not set(groups[train]) & set(groups[test]), "template in both train and test"
+    return splits
+
+
+def _fit_diffmeans(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """(weights, bias) of the difference-of-means probe; score = X @ w + b."""
+    mu_pos, mu_neg = X[y == 1].mean(0), X[y == 0].mean(0)
+    w = mu_pos - mu_neg
+    return w, -float((mu_pos + mu_neg) @ w) / 2
+
+
+def newton_logreg(A: np.ndarray, y: np.ndarray, C: float, w0: np.ndarray | None = None,
+                  max_iter: int = 30, tol: float = 1e-5) -> np.ndarray:
+    """L2 logistic regression by damped Newton; the last column of A is the intercept.
+
+    Minimises ``sum log(1 + exp(-s z)) + |w|^2 / (2C)`` (sklearn's objective, intercept
+    unpenalised). Newton needs a few steps whatever the conditioning, where lbfgs needed
+    50+ on anisotropic activations; on the row-span design (:func:`_row_basis`) each step
+    is one small positive-definite solve.
+    """
+    reg = np.full(A.shape[1], 1.0 / C)
+    reg[-1] = 1e-8  # keeps the Hessian positive definite without shrinking the intercept
+    w = np.zeros(A.shape[1]) if w0 is None else w0.copy()
+    sign = 2.0 * y - 1.0
+
+    def objective(v: np.ndarray) -> float:
+        return float(np.logaddexp(0.0, -sign * (A @ v)).sum() + 0.5 * (reg * v * v).sum())
+
+    f = objective(w)
+    for _ in range(max_iter):
+        p = expit(A @ w)
+        grad = A.T @ (p - y) + reg * w
+        hess = (A.T * (p * (1 - p))) @ A
+        hess[np.diag_indices_from(hess)] += reg
+        step = solve(hess, grad, assume_a="pos", check_finite=False)
+        decrement = float(grad @ step)
+        if decrement / 2 < tol * (1 + abs(f)):
+            break
+        t = 1.0  # backtracking keeps Newton stable on (nearly) separable folds
+        while t > 1e-6 and objective(w - t * step) > f - 1e-4 * t * decrement:
+            t /= 2
+        w = w - t * step
+        f = objective(w)
+    return w
+
+
+def _row_basis(Xtr: np.ndarray, Xte: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training and test rows in an orthonormal basis of the training rows' span.
+
+    Returns (Ftr, Fte, B) with ``X @ B.T`` the coordinates, so ``w = B.T @ v`` maps weights
+    back. An L2 solution (for these rows or any subset of them) lies in that span, so
+    fitting on Ftr (n x r, r <= n) is exact and, with n < d, cheaper; the basis comes from
+    the n x n Gram matrix (Ftr is its Cholesky factor, or its scaled eigenvectors when it is
+    singular). With n >= d the rows are used as they are.
+    """
+    if len(Xtr) >= Xtr.shape[1]:
+        return Xtr, Xte, np.eye(Xtr.shape[1])
+    gram = Xtr @ Xtr.T
+    try:  # Cholesky is ~20x cheaper than eigh; fine while the rows are well independent
+        L = cholesky(gram, lower=True)
+        diag = np.abs(np.diag(L))
+        if diag.min() > 1e-5 * diag.max():
+            B = solve_triangular(L, Xtr, lower=True)
+            return L, Xte @ B.T, B
+    except LinAlgError:
+        pass
+    lam, U = np.linalg.eigh(gram)  # (near-)duplicate rows, e.g. the same last token
+    keep = lam > 1e-10 * max(lam[-1], 1e-30)
+    B = (Xtr.T @ (U[:, keep] / np.sqrt(lam[keep]))).T
+    return U[:, keep] * np.sqrt(lam[keep]), Xte @ B.T, B
+
+
+def _logreg_path(F: np.ndarray, y: np.ndarray, Cs: tuple[float, ...]) -> list[np.ndarray]:
+    """Weights (intercept last) on features F for each C, ascending, warm-started."""
+    A = np.hstack([F, np.ones((len(F), 1))])
+    out, v = [], None
+    for C in sorted(Cs):
+        v = newton_logreg(A, y, C, v)
+        out.append(v)
+    return out
+
+
+def _standardise(Xtr: np.ndarray, Xte: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    mu, sd = Xtr.mean(0), Xtr.std(0)
+    sd = np.where(sd > 1e-8, sd, 1.0)  # constant features (padding dims) stay finite
+    return (Xtr - mu) / sd, (Xte - mu) / sd, sd
+
+
+def _choose_c(X: np.ndarray, y: np.ndarray, groups: np.ndarray, Cs: tuple[float, ...],
+              inner_splits: int = 2) -> float:
+    """C with the lowest mean inner-CV log-loss, inner folds grouped by template.
+
+    X holds the outer training fold's row-span coordinates (see :func:`_row_basis`),
+    standardised with its statistics (re-standardising per inner fold costs more, changes
+    little).
+    """
+    Cs = tuple(sorted(Cs))
+    k = min(inner_splits, len(np.unique(groups)))
+    if len(Cs) == 1 or k < 2:
+        return Cs[len(Cs) // 2]
+    losses = np.zeros(len(Cs))
+    for tr, te in GroupKFold(n_splits=k).split(X, y, groups):
+        if len(np.unique(y[tr])) < 2:
+            continue
+        Ftr, Fte, _ = _row_basis(X[tr], X[te])  # smaller again: fewer rows than coordinates
+        for i, v in enumerate(_logreg_path(Ftr, y[tr], Cs)):
+            losses[i] += np.mean(np.logaddexp(0, -(Fte @ v[:-1] + v[-1]) * (2 * y[te] - 1)))
+    return Cs[int(np.argmin(losses))]
+
+
+def _fit_score(kind: str, Xtr: np.ndarray, ytr: np.ndarray, Xte: np.ndarray,
+               C: float | None) -> np.ndarray:
+    """Decision scores on Xte (>0 means class 1) of a probe fit on (Xtr, ytr)."""
+    if len(np.unique(ytr)) < 2:  # a degenerate training fold predicts its only class
+        return np.full(len(Xte), 1.0 if ytr[0] == 1 else -1.0)
+    if kind == "diffmeans":
+        w, b = _fit_diffmeans(Xtr, ytr)
+        return Xte @ w + b
+    assert C is not None
+    v = _logreg_path(Xtr, ytr, (C,))[0]
+    return Xte @ v[:-1] + v[-1]
+
+
+def _final_direction(kind: str, X: np.ndarray, y: np.ndarray, C: float | None) -> np.ndarray:
+    """Unit direction from a fit on all rows (positive = class 1), in raw activation space."""
+    if kind == "diffmeans":
+        w = _fit_diffmeans(X, y)[0]
+    else:
+        assert C is not None
+        Xs, _, sd = _standardise(X, X[:0])
+        F, _, B = _row_basis(Xs, Xs[:0])
+        w = (B.T @ _logreg_path(F, y, (C,))[0][:-1]) / sd
+    norm = np.linalg.norm(w)
+    return w / norm if norm > 0 else w
+
+
+def auroc(y: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (ties count half); nan with a single class."""
+    return float(_weighted_auroc(y, scores, np.ones((1, len(y))))[0])
+
+
+def _weighted_auroc(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """AUROC for each row of weights w (B, n): P(score_pos > score_neg), ties half."""
+    pos, neg = y == 1, y == 0
+    wins = (s[pos][:, None] > s[neg][None, :]) + 0.5 * (s[pos][:, None] == s[neg][None, :])
+    num = ((w[:, pos] @ wins) * w[:, neg]).sum(1)
+    den = w[:, pos].sum(1) * w[:, neg].sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def cluster_bootstrap(y: np.ndarray, scores: np.ndarray, groups: np.ndarray, *,
+                      n_boot: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """95% percentile CIs of accuracy and AUROC, resampling templates with replacement."""
+    _, gi = np.unique(groups, return_inverse=True)
+    n_groups = gi.max() + 1
+    draws = np.random.default_rng(seed).integers(0, n_groups, size=(n_boot, n_groups))
+    flat = (draws + np.arange(n_boot)[:, None] * n_groups).ravel()
+    counts = np.bincount(flat, minlength=n_boot * n_groups).reshape(n_boot, n_groups)
+    w = counts[:, gi].astype(float)  # each row's weight = times its template was drawn
+    acc = (w @ ((scores > 0) == (y == 1))) / w.sum(1)
+    auc = _weighted_auroc(y, scores, w)
+
+    def ci(v: np.ndarray) -> tuple[float, float]:
+        v = v[np.isfinite(v)]
+        return (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) if len(v) else (
+            float("nan"), float("nan"))
+    return {"accuracy": ci(acc), "auroc": ci(auc)}
+
+
+def fit_probe(X: np.ndarray, y: np.ndarray, groups: np.ndarray, *, kind: str = "logreg",
+              n_splits: int = 5, seed: int = 0, Cs: tuple[float, ...] = DEFAULT_CS,
+              inner_splits: int = 2, n_boot: int = 1000) -> ProbeResult:
+    """Cross-validate one probe on (X, y) with splits grouped by ``groups``; see module doc.
+
+    ``Cs`` and ``inner_splits`` set the logreg inner CV (4 Cs x 2 grouped folds keeps 30
+    layers x 4 targets x 300 rows x d=576 near half a minute on one core).
+    """
+    if kind not in KINDS:
+        raise ConfigError(f"unknown probe kind {kind!r}; valid: {', '.join(KINDS)}")
+    # Small matrices: BLAS threads only contend (10-50x slower on a busy 2-core machine).
+    with threadpool_limits(1):
+        return _fit_probe(X, y, groups, kind, n_splits, seed, Cs, inner_splits, n_boot)
+
+
+def _fit_probe(X: np.ndarray, y: np.ndarray, groups: np.ndarray, kind: str, n_splits: int,
+               seed: int, Cs: tuple[float, ...], inner_splits: int, n_boot: int) -> ProbeResult:
+    X, y, groups = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=int), np.asarray(groups)
+    rng = np.random.default_rng(seed)
+    scores, control = np.zeros(len(y)), np.zeros(len(y))
+    folds, chosen = [], []
+    for i, (tr, te) in enumerate(grouped_splits(y, groups, n_splits, seed)):
+        Xtr, Xte = X[tr], X[te]
+        C = None
+        if kind == "logreg":
+            Xtr, Xte, _ = _standardise(Xtr, Xte)
+            Xtr, Xte, _ = _row_basis(Xtr, Xte)
+            C = _choose_c(Xtr, y[tr], groups[tr], Cs, inner_splits)
+            chosen.append(C)
+        scores[te] = _fit_score(kind, Xtr, y[tr], Xte, C)
+        control[te] = _fit_score(kind, Xtr, rng.permutation(y[tr]), Xte, C)
+        folds.append({"fold": i, "n_train": len(tr), "n_test": len(te), "C": C,
+                      "accuracy": float(np.mean((scores[te] > 0) == (y[te] == 1)))})
+    C_final = max(set(chosen), key=chosen.count) if chosen else None
+    cis = cluster_bootstrap(y, scores, groups, n_boot=n_boot, seed=seed)
+    acc = float(np.mean((scores > 0) == (y == 1)))
+    ctrl_acc = float(np.mean((control > 0) == (y == 1)))
+    return ProbeResult(
+        kind=kind, accuracy=acc, accuracy_ci=cis["accuracy"], auroc=auroc(y, scores),
+        auroc_ci=cis["auroc"], control_accuracy=ctrl_acc, control_auroc=auroc(y, control),
+        selectivity=acc - ctrl_acc, n=len(y), n_splits=len(folds),
+        direction=_final_direction(kind, X, y, C_final), folds=folds, C=C_final,
+    )
+
+
+def probe_layers(store_or_arrays: Any, rows: list[dict[str, Any]], targets: list[tg.Target],
+                 layers: list[int] | None = None, *, kinds: tuple[str, ...] = KINDS,
+                 n_splits: int = 5, seed: int = 0, position: int = -1, progress: bool = True,
+                 directions_out: dict[str, np.ndarray] | None = None) -> list[dict[str, Any]]:
+    """Fit every probe kind on every (residual hook, target); one JSON-ready dict each.
+
+    ``store_or_arrays`` is an activation store (``rows``, ``hook_names``, ``load``) or a
+    dict ``hook -> (n, d) array`` aligned with ``rows``. Skipped targets are not fit.
+    Unit directions go into ``directions_out`` as ``"<target>/<kind>/<hook>"`` when given.
+    """
+    store = (tg.ArraySource(store_or_arrays, rows) if isinstance(store_or_arrays, dict)
+             else store_or_arrays)
+    index = tg.key_index(store.rows)
+    live = [t for t in targets if t.skipped is None]
+    hooks = tg.select_hooks(store.hook_names, layers)
+    out = []
+    bar = tqdm(total=len(hooks) * len(live), desc="probes", disable=not progress)
+    for hook in hooks:
+        X = tg.load_matrix(store, hook, position)
+        for target in live:
+            Xt = X[_row_indices(index, target)]
+            record: dict[str, Any] = {"target": target.name, "hook": hook,
+                                      "layer": tg.hook_layer(hook)}
+            for kind in kinds:
+                res = fit_probe(Xt, target.y, target.groups, kind=kind, n_splits=n_splits,
+                                seed=seed)
+                record[kind] = res.to_json()
+                if directions_out is not None:
+                    directions_out[f"{target.name}/{kind}/{hook}"] = res.direction
+            out.append(record)
+            bar.update()
+    bar.close()
+    return out
+
+
+def _row_indices(index: dict[tg.Key, int], target: tg.Target) -> list[int]:
+    missing = [k for k in target.keys if k not in index]
+    if missing:
+        raise DataError(f"target {target.name}: {len(missing)} rows have no activations "
+                        f"(first: {missing[0]}); build targets with available=key_index(...)")
+    return [index[k] for k in target.keys]
+
+
+def run_probes(run_dir: Path, targets: list[str] | None = None,
+               kinds: tuple[str, ...] = KINDS, *, seed: int = 0, n_splits: int = 5,
+               layers: list[int] | None = None, store: Any = None,
+               progress: bool = True) -> dict[str, Any]:
+    """Probe a run folder; writes ``probes.json`` and ``probe_directions.safetensors``.
+
+    ``store`` overrides the run's ``activations/`` store (tests, notebooks).
+    """
+    from safetensors.numpy import save_file
+
+    run_dir = Path(run_dir)
+    rows = tg.read_rows(run_dir / "generations.jsonl")
+    store = store if store is not None else tg.open_store(run_dir)
+    available = set(tg.key_index(store.rows))
+    names = targets or tg.default_target_names(rows)
+    built = [tg.build_target(name, rows, available) for name in names]
+    start = time.perf_counter()
+    directions: dict[str, np.ndarray] = {}
+    records = probe_layers(store, rows, built, layers, kinds=kinds, n_splits=n_splits,
+                           seed=seed, progress=progress, directions_out=directions)
+    result: dict[str, Any] = {
+        "meta": {"kinds": list(kinds), "seed": seed, "n_splits": n_splits, "cs": list(DEFAULT_CS),
+                 "ci_method": CI_METHOD, "control": "same probe on seeded shuffled train labels",
+                 "seconds": round(time.perf_counter() - start, 2)},
+        "targets": {t.name: {**t.summary(), "layers": []} for t in built},
+    }
+    for rec in records:
+        name = rec.pop("target")
+        result["targets"][name]["layers"].append(rec)
+    (run_dir / "probes.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+    if directions:
+        save_file({k: v.astype(np.float32) for k, v in directions.items()},
+                  str(run_dir / "probe_directions.safetensors"))
+    return result
+
+
+def plot_probes(probes_json: Path | dict[str, Any], out_png: Path) -> Path:
+    """Accuracy per layer, one panel per target, one line per kind, with the control band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = probes_json if isinstance(probes_json, dict) else json.loads(
+        Path(probes_json).read_text(encoding="utf-8"))
+    live = {n: t for n, t in data["targets"].items() if t.get("layers")}
+    cols = min(3, max(1, len(live)))
+    rows_n = max(1, -(-len(live) // cols))
+    fig, axes = plt.subplots(rows_n, cols, figsize=(5 * cols, 3.6 * rows_n), squeeze=False)
+    for ax, (name, target) in zip(axes.ravel(), live.items(), strict=False):
+        _plot_target(ax, name, target, data["meta"]["kinds"])
+    for ax in axes.ravel()[len(live):]:
+        ax.axis("off")
+    fig.suptitle("Linear probe accuracy by layer (grouped CV; grey = shuffled-label control)")
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)
+    return out_png
+
+
+def _plot_target(ax: Any, name: str, target: dict[str, Any], kinds: list[str]) -> None:
+    layers = [rec["layer"] for rec in target["layers"]]
+    controls = np.array([[rec[k]["control_accuracy"] for k in kinds] for rec in target["layers"]])
+    ax.fill_between(layers, controls.min(1), controls.max(1), color="grey", alpha=0.35,
+                    label="control", linewidth=0)
+    for kind in kinds:
+        acc = [rec[kind]["accuracy"] for rec in target["layers"]]
+        lo, hi = zip(*(rec[kind]["accuracy_ci"] for rec in target["layers"]), strict=True)
+        ax.plot(layers, acc, marker=".", label=kind)
+        ax.fill_between(layers, lo, hi, alpha=0.12)
+    majority = max(target["pos_frac"], 1 - target["pos_frac"])
+    ax.axhline(majority, color="k", linestyle="--", linewidth=0.8, label="majority class")
+    ax.set_title(f"{name} (n={target['n']})", fontsize=10)
+    ax.set_xlabel("layer (-1 = embeddings)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, loc="lower right")

@@ -1,0 +1,69 @@
+"""``probe probes RUN``: linear probes per layer, self-correction directions, and their plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from probe.analysis import targets as tg
+from probe.analysis.directions import compute_directions, paired_rows, plot_cosines
+from probe.analysis.probes import KINDS, plot_probes, run_probes
+
+
+def best_layers(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per target and kind, the layer with the highest cross-validated accuracy."""
+    out = []
+    for name, target in result["targets"].items():
+        if target["skipped"] is not None or not target["layers"]:
+            out.append({"target": name, "skipped": target["skipped"] or "no layers"})
+            continue
+        for kind in result["meta"]["kinds"]:
+            accs = [r[kind]["accuracy"] for r in target["layers"]]
+            rec = target["layers"][accs.index(max(accs))]
+            out.append({"target": name, "kind": kind, "layer": rec["layer"], "n": target["n"],
+                        **{f: rec[kind][f] for f in ("accuracy", "accuracy_ci",
+                                                     "control_accuracy", "selectivity")}})
+    return out
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    click.echo(f"{'target':<30} {'kind':<9} {'layer':>5} {'n':>5} {'acc':>6} "
+               f"{'95% CI':>13} {'control':>7} {'select':>6}")
+    for r in rows:
+        if "skipped" in r:
+            click.echo(f"{r['target']:<30} skipped: {r['skipped']}")
+            continue
+        lo, hi = r["accuracy_ci"]
+        click.echo(f"{r['target']:<30} {r['kind']:<9} {r['layer']:>5} {r['n']:>5} "
+                   f"{r['accuracy']:>6.3f} {f'[{lo:.2f}, {hi:.2f}]':>13} "
+                   f"{r['control_accuracy']:>7.3f} {r['selectivity']:>+6.3f}")
+
+
+@click.command("probes")
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--target", "targets", multiple=True,
+              help="Probe target, repeatable: condition:A[:B], biased_answer[:C], correct[:C], "
+                   "self_corrected:C[:baseline]. Default: a small set for the conditions run.")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(KINDS),
+              help="Probe kind, repeatable (default: all).")
+@click.option("--layer", "layers", multiple=True, type=int,
+              help="Only these layers (-1 = embeddings), repeatable (default: all cached).")
+@click.option("--seed", default=0, show_default=True, help="Seed for splits, controls, bootstrap.")
+def probes(run: Path, targets: tuple[str, ...], kinds: tuple[str, ...],
+           layers: tuple[int, ...], seed: int) -> None:
+    """Probe RUN's cached activations layer by layer; write probes.json, directions.json, plots."""
+    store = tg.open_store(run)
+    result = run_probes(run, list(targets) or None, kinds or KINDS, seed=seed,
+                        layers=list(layers) or None, store=store)
+    _print_table(best_layers(result))
+    plot_probes(result, run / "plots" / "probes.png")
+    rows = tg.read_rows(run / "generations.jsonl")
+    pairs = [c for c in tg.instruction_conditions(rows) if paired_rows(store.rows, c)[0]]
+    for cond in pairs:
+        entry = compute_directions(run, cond, store=store, layers=list(layers) or None)
+        click.echo(f"direction {cond} - baseline: {entry['n_pairs']} paired items")
+    if pairs:
+        plot_cosines(run / "directions.json", run / "plots" / "directions.png")
+    click.echo(f"wrote {run / 'probes.json'} and plots in {run / 'plots'}")
