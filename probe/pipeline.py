@@ -15,7 +15,7 @@ import torch
 from probe.conditions import get_condition
 from probe.config import RunConfig
 from probe.hooks import Capture
-from probe.inference import Engine
+from probe.inference import Engine, is_oom
 from probe.items import GenerationRow, Item, row_for
 from probe.prompts import render
 from probe.scoring_modes import mode_prefix, option_texts, pred_from_scores, pred_from_text
@@ -131,3 +131,38 @@ def _score(engine: Engine, units: list[Unit], texts: list[str], prefixes: list[s
     outputs = [opts[max(range(len(s)), key=lambda k: s[k])] for opts, s in
                zip(options, scores, strict=True)]
     return outputs, scores
+
+
+def run_batch_safe(engine: Engine, units: list[Unit], cfg: RunConfig, capture: Capture | None
+                   ) -> tuple[list[GenerationRow], dict[str, torch.Tensor]]:
+    """:func:`run_batch` that survives out-of-memory by splitting the batch in halves.
+
+    Rows and activations come back in ``units`` order, as from one call. The size that
+    worked is kept in ``engine.batch_size`` so later batches start there; the batch plan
+    itself is untouched, so a resumed run still plans (and skips) the same batches.
+    """
+    size = max(1, engine.batch_size)
+    if len(units) > size:
+        parts = [units[i:i + size] for i in range(0, len(units), size)]
+        return _join([run_batch_safe(engine, part, cfg, capture) for part in parts])
+    try:
+        return run_batch(engine, units, cfg, capture)
+    except RuntimeError as err:
+        if not is_oom(err) or len(units) == 1:
+            raise
+    # Retry outside the except block: the traceback would keep the failed batch's tensors.
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    half = (len(units) + 1) // 2
+    engine.batch_size = half
+    return _join([run_batch_safe(engine, units[:half], cfg, capture),
+                  run_batch_safe(engine, units[half:], cfg, capture)])
+
+
+def _join(parts: list[tuple[list[GenerationRow], dict[str, torch.Tensor]]]
+          ) -> tuple[list[GenerationRow], dict[str, torch.Tensor]]:
+    """Concatenate sub-batch results; parts whose prompts were all too long carry no acts."""
+    rows = [row for part_rows, _ in parts for row in part_rows]
+    acts = [a for _, a in parts if a]
+    joined = {name: torch.cat([a[name] for a in acts]) for name in acts[0]} if acts else {}
+    return rows, joined

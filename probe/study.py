@@ -28,7 +28,7 @@ from probe.inference import Engine
 from probe.io import atomic_write_text, dumps, read_jsonl
 from probe.items import Item
 from probe.models import LoadedModel, load_model
-from probe.pipeline import Unit, in_shard, plan_batches, plan_units, run_batch
+from probe.pipeline import Unit, in_shard, plan_batches, plan_units, run_batch_safe
 from probe.provenance import provenance
 from probe.runs import RunFolder
 
@@ -130,7 +130,7 @@ def _run_batches(engine: Engine, todo: list[list[Unit]], cfg: RunConfig, folder:
     with folder.appender() as appender, tqdm(total=total, initial=total - len(todo),
                                              desc="batches", unit="batch") as bar:
         for batch in todo:
-            rows, acts = run_batch(engine, batch, cfg, capture)
+            rows, acts = run_batch_safe(engine, batch, cfg, capture)
             if writer is not None:
                 _write_acts(writer, rows, acts, already)
                 faults.point("batch-acts")
