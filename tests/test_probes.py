@@ -111,10 +111,13 @@ def test_newton_logreg_matches_sklearn():
 
 def test_row_basis_fit_equals_full_space_fit():
     X, y, _, _ = planted(n=40, d=100, signal=1.0)  # n < d: the reduced path is taken
-    F, _, B = pr._row_basis(X, X[:0])
-    reduced = pr.newton_logreg(np.hstack([F, np.ones((40, 1))]), y, 0.1, tol=1e-12)
-    full = pr.newton_logreg(np.hstack([X, np.ones((40, 1))]), y, 0.1, tol=1e-12)
-    np.testing.assert_allclose(B.T @ reduced[:-1], full[:-1], atol=1e-4)
+    for centred in (False, True):
+        Xc = X - X.mean(0) if centred else X
+        F, _, back = pr._row_basis(Xc, Xc[:0], centred=centred)
+        assert F.shape[1] == 40 - centred
+        reduced = pr.newton_logreg(np.hstack([F, np.ones((40, 1))]), y, 0.1, tol=1e-12)
+        full = pr.newton_logreg(np.hstack([Xc, np.ones((40, 1))]), y, 0.1, tol=1e-12)
+        np.testing.assert_allclose(back(reduced[:-1]), full[:-1], atol=1e-4)
 
 
 def test_cluster_bootstrap_ignores_copies_within_a_template():
@@ -179,11 +182,12 @@ def test_run_probes_end_to_end(tmp_path):
     assert set(by_layer) == {-1, 0, 1}
     assert by_layer[1]["logreg"]["accuracy"] > 0.9 and by_layer[1]["diffmeans"]["accuracy"] > 0.9
     assert abs(by_layer[-1]["diffmeans"]["accuracy"] - 0.5) < 4 * 0.5 / np.sqrt(120)
-    biased = on_disk["targets"]["biased_answer"]["layers"][-1]
+    biased = on_disk["targets"]["biased_answer:baseline"]["layers"][-1]
     assert biased["diffmeans"]["accuracy"] > 0.85
-    assert on_disk["targets"]["correct"]["skipped"] is None  # pred 2 == label 2 is correct
+    assert on_disk["targets"]["correct:baseline"]["skipped"] is None  # pred 2 == label 2
+    assert on_disk["targets"]["self_corrected:instruct-*"]["n"] > 0
     vectors = load_file(str(tmp_path / "probe_directions.safetensors"))
-    key = "biased_answer/diffmeans/blocks.1.hook_resid_post"
+    key = "biased_answer:baseline/diffmeans/blocks.1.hook_resid_post"
     assert vectors[key][1] > 0.9  # the planted bias axis
     assert len(vectors) == sum(2 * len(t["layers"]) for t in on_disk["targets"].values())
     png = pr.plot_probes(tmp_path / "probes.json", tmp_path / "plots" / "probes.png")
@@ -198,14 +202,16 @@ def test_probes_command(tmp_path, monkeypatch):
     group = click.Group()
     group.add_command(probes)
     result = CliRunner().invoke(group, ["probes", str(tmp_path), "--target", "biased_answer",
-                                        "--target", "self_corrected:instruct-1", "--kind",
-                                        "diffmeans"])
+                                        "--target", "self_corrected:instruct-1", "--target",
+                                        "correct:cot", "--kind", "diffmeans"])
     assert result.exit_code == 0, result.output
     assert "biased_answer" in result.output and "diffmeans" in result.output
+    assert "correct:cot" in result.output and "skipped: no rows" in result.output
     for name in ("probes.json", "directions.json", "plots/probes.png", "plots/directions.png"):
         assert (tmp_path / name).is_file(), name
     saved = json.loads((tmp_path / "probes.json").read_text())
-    assert set(saved["targets"]) == {"biased_answer", "self_corrected:instruct-1"}
+    assert set(saved["targets"]) == {"biased_answer", "self_corrected:instruct-1", "correct:cot"}
+    assert saved["targets"]["correct:cot"]["layers"] == []
 
 
 def test_run_probes_reads_a_real_activation_store(tmp_path):
@@ -219,3 +225,17 @@ def test_run_probes_reads_a_real_activation_store(tmp_path):
     from_fake = pr.run_probes(tmp_path, ["condition:instruct-1"], ("diffmeans",), store=fake,
                               progress=False)
     assert result["targets"] == from_fake["targets"]  # same numbers through either store
+
+
+def test_probe_layers_on_arrays_with_target_names():
+    X, y, groups, w = planted(n=200, d=8, signal=3.0)
+    rows = [{"benchmark": "bbq", "item_id": str(i), "condition": "instruct-1" if y[i] else
+             "baseline", "group": groups[i], "pred": None, "label": None} for i in range(200)]
+    out: dict[str, np.ndarray] = {}
+    records = pr.probe_layers({"hook_embed": X, "blocks.0.hook_resid_post": -X}, rows,
+                              ["condition:instruct-1"], kinds=("diffmeans",), progress=False,
+                              directions_out=out)
+    assert [r["layer"] for r in records] == [-1, 0]
+    json.dumps(records)  # JSON-ready
+    assert out["condition:instruct-1/diffmeans/hook_embed"] @ w > 0.95
+    assert out["condition:instruct-1/diffmeans/blocks.0.hook_resid_post"] @ w < -0.95

@@ -105,8 +105,8 @@ def test_names_and_errors():
     with pytest.raises(UnknownNameError):
         build("condition")
     names = tg.default_target_names(ROWS)
-    assert names == ["condition:instruct-*", "condition:negate-*", "biased_answer", "correct",
-                     "self_corrected:instruct-*"]
+    assert names == ["condition:instruct-*", "condition:negate-*", "biased_answer:baseline",
+                     "correct:baseline", "self_corrected:instruct-*"]
     assert tg.instruction_conditions(ROWS) == ["instruct-1", "negate-1"]
 
 
@@ -120,8 +120,11 @@ def test_hooks_are_ordered_by_layer_and_filtered():
 
 def test_read_rows_reports_bad_line(tmp_path):
     path = tmp_path / "generations.jsonl"
-    path.write_text(json.dumps(ROWS[0]) + "\n{oops\n")
+    path.write_text(json.dumps(ROWS[0]) + "\n{oops\n" + json.dumps(ROWS[1]) + "\n")
     with pytest.raises(DataError, match=":2:"):
+        tg.read_rows(path)
+    path.write_text(json.dumps({"item_id": "x", "condition": "baseline"}) + "\n")
+    with pytest.raises(DataError, match=":1: row lacks group"):
         tg.read_rows(path)
     with pytest.raises(DataError):
         tg.read_rows(tmp_path / "missing.jsonl")

@@ -3,8 +3,9 @@
 For an instruction condition I and the baseline B, the direction at a hook is the mean over
 paired items (same ``item_id`` cached under both) of ``x_I - x_B``: the raw mean shift, not
 normalised, so steering can add it at its natural size. Against the bias direction ``b``
-(unit, pointing to the *biased* answer; the ``biased_answer`` probe's diffmeans or logreg
-direction) the shift ``s`` splits into ``along = s . b`` (negative: the instruction moves the
+(unit, pointing to the *biased* answer; the ``biased_answer:<baseline>`` probe's diffmeans or
+logreg direction, learnt on baseline rows only so that it cannot encode the instruction
+itself) the shift ``s`` splits into ``along = s . b`` (negative: the instruction moves the
 representation away from the biased answer) and the orthogonal remainder ``|s - along b|``
 (what the instruction adds on top). ``along_gap_units`` rescales ``along`` by the distance
 between the biased and unbiased class means along ``b``: -1 would move a biased item's
@@ -17,7 +18,6 @@ so each instruction can be computed on its own.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import numpy as np
 
 from probe.analysis import targets as tg
 from probe.errors import DataError
+from probe.io import atomic_write_bytes, atomic_write_json, read_json
 
 BIAS_KINDS = ("diffmeans", "logreg")
 
@@ -98,12 +99,14 @@ def _bias_directions(run_dir: Path, bias: tg.Target, X: np.ndarray, index: dict[
 
 
 def compute_directions(run_dir: Path, instruction: str, baseline: str = tg.BASELINE, *,
-                       bias_target: str = "biased_answer", store: Any = None,
+                       bias_target: str | None = None, store: Any = None,
                        layers: list[int] | None = None, position: int = -1) -> dict[str, Any]:
     """Per-layer self-correction direction of one instruction; merges into the run's files.
 
-    Returns this pair's entry of ``directions.json``. ``store`` overrides ``activations/``.
+    Returns this pair's entry of ``directions.json``. ``bias_target`` defaults to
+    ``biased_answer:<baseline>``; ``store`` overrides ``activations/``.
     """
+    bias_target = bias_target or f"biased_answer:{baseline}"
     run_dir = Path(run_dir)
     rows = tg.read_rows(run_dir / "generations.jsonl")
     store = store if store is not None else tg.open_store(run_dir)
@@ -129,15 +132,15 @@ def compute_directions(run_dir: Path, instruction: str, baseline: str = tg.BASEL
 
 def _merge_outputs(run_dir: Path, name: str, entry: dict[str, Any],
                    vectors: dict[str, np.ndarray]) -> None:
-    from safetensors.numpy import load_file, save_file
+    from safetensors.numpy import load_file, save
 
     json_path, st_path = run_dir / "directions.json", run_dir / "directions.safetensors"
-    data = json.loads(json_path.read_text(encoding="utf-8")) if json_path.exists() else {}
+    data = read_json(json_path) if json_path.exists() else {}
     data.setdefault("pairs", {})[name] = entry
-    json_path.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    atomic_write_json(json_path, data)
     stored = load_file(str(st_path)) if st_path.exists() else {}
     stored.update({k: v.astype(np.float32) for k, v in vectors.items()})
-    save_file(stored, str(st_path))
+    atomic_write_bytes(st_path, save(stored))
 
 
 def load_direction(run_dir: Path, instruction: str, hook: str,
@@ -162,8 +165,7 @@ def plot_cosines(directions_json: Path | dict[str, Any], out_png: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data = directions_json if isinstance(directions_json, dict) else json.loads(
-        Path(directions_json).read_text(encoding="utf-8"))
+    data = directions_json if isinstance(directions_json, dict) else read_json(directions_json)
     fig, (ax_cos, ax_norm) = plt.subplots(1, 2, figsize=(12, 4.2))
     for i, (name, pair) in enumerate(data["pairs"].items()):
         color = f"C{i % 10}"

@@ -19,7 +19,6 @@ A target too small to probe is returned with ``skipped`` set to a reason, never 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from probe.errors import DataError, UnknownNameError
+from probe.io import read_jsonl_numbered
 
 Key = tuple[str, str]
 BASELINE = "baseline"
@@ -59,18 +59,17 @@ class Target:
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Read a JSONL file of generation rows; a bad line raises :class:`DataError`."""
-    if not path.exists():
-        raise DataError("file not found", str(path))
+    """Generation rows of a run (a torn last line is dropped, as for every run log).
+
+    A malformed line, or a row without ``item_id``, ``condition`` or ``group``, raises
+    :class:`DataError` naming the file and line.
+    """
     rows = []
-    with path.open(encoding="utf-8") as fh:
-        for i, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise DataError(f"invalid JSON ({err.msg})", str(path), i) from err
+    for line, row in read_jsonl_numbered(path):
+        missing = [k for k in ("item_id", "condition", "group") if k not in row]
+        if missing:
+            raise DataError(f"row lacks {', '.join(missing)}", str(path), line)
+        rows.append(row)
     return rows
 
 
@@ -91,10 +90,14 @@ def instruction_conditions(rows: Iterable[dict[str, Any]]) -> list[str]:
 
 
 def default_target_names(rows: list[dict[str, Any]]) -> list[str]:
-    """The targets probed when none are named: few, so a run stays fast."""
+    """The targets probed when none are named: few, so a run stays fast.
+
+    Answer targets default to the baseline rows: pooled over conditions, an instruction
+    that lowers bias would let a probe score by recognising the condition instead.
+    """
     conds = conditions_in(rows)
     names = [f"condition:{g}" for g in INSTRUCTION_GLOBS if any(fnmatchcase(c, g) for c in conds)]
-    names += ["biased_answer", "correct"]
+    names += [f"biased_answer:{BASELINE}", f"correct:{BASELINE}"]
     if any(fnmatchcase(c, "instruct-*") for c in conds):
         names.append("self_corrected:instruct-*")
     return names
