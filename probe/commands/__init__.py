@@ -5,7 +5,11 @@ from __future__ import annotations
 import click
 
 from probe.commands.data import data
+from probe.commands.probes import probes
+from probe.commands.report import compare_cmd, plots_cmd, report_cmd
 from probe.commands.run import conditions_cmd, run_cmd
 from probe.commands.score import score
 
-COMMANDS: list[click.Command] = [run_cmd, conditions_cmd, score, data]
+COMMANDS: list[click.Command] = [
+    run_cmd, conditions_cmd, score, data, probes, plots_cmd, report_cmd, compare_cmd,
+]
