@@ -71,6 +71,13 @@ def resolve_conditions(cfg: RunConfig) -> list[str]:
     return names
 
 
+def model_facts(loaded: LoadedModel) -> dict[str, Any]:
+    """What compare and report need to know of the model: size, chat or base, shape."""
+    return {"name": loaded.name, "source": loaded.source, "chat": loaded.chat,
+            "n_params": sum(p.numel() for p in loaded.hf_model.parameters()),
+            "n_layers": loaded.n_layers, "d_model": loaded.d_model}
+
+
 def _data_files(cfg: RunConfig) -> dict[str, Path]:
     files = {}
     for bench in cfg.benchmarks:
@@ -107,8 +114,9 @@ def run_study(cfg: RunConfig, out: Path, loaded: LoadedModel | None = None) -> S
         raise ConfigError("no items to run: check --benchmark, --category and the data dir")
     loaded = loaded or load_model(cfg.model, cfg.device, cfg.dtype, cfg.trust_remote_code)
     extra = {**_data_files(cfg), "model": Path(loaded.source)}
-    folder = RunFolder.create_or_resume(
-        out, cfg.to_dict(), provenance({k: v for k, v in extra.items() if v.is_file()}))
+    facts = provenance({k: v for k, v in extra.items() if v.is_file()})
+    facts["model"] = model_facts(loaded)
+    folder = RunFolder.create_or_resume(out, cfg.to_dict(), facts)
     engine = Engine(loaded, cfg.batch_size)
     units = plan_units(items, conditions)
     batches = plan_batches(engine, units, cfg.batch_size)
