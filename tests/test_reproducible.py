@@ -24,10 +24,18 @@ def _command(out: Path, data: Path) -> list[str]:
             "--batch-size", "3", "--cache-acts", "--seed", "5", "--out", str(out)]
 
 
+def _git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
+
+
+HEADS: list[str] = []  # HEAD before and after the runs (others may commit meanwhile)
+
+
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Two fresh runs of one config in two separate processes, side by side."""
     data = data_dir_or_skip()
+    HEADS.append(_git("rev-parse", "HEAD").stdout.strip())
     root = tmp_path_factory.mktemp("repro")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen(_command(root / name, data), cwd=REPO, env=env, text=True,
@@ -36,6 +44,7 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     for proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-3000:]
+    HEADS.append(_git("rev-parse", "HEAD").stdout.strip())
     return root / "a", root / "b"
 
 
@@ -73,11 +82,12 @@ def test_run_json_records_packages_and_git(two_runs: tuple[Path, Path]) -> None:
     assert prov["packages"]["torch"] == torch.__version__
     assert prov["packages"]["transformers"] == transformers.__version__
     assert prov["packages"]["transformer_lens"] == metadata.version("transformer-lens")
-    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
-                          text=True)
-    if head.returncode != 0:
+    if not all(HEADS):
         pytest.skip("not a git checkout")
-    assert prov["git"]["commit"] == head.stdout.strip()
+    commit = prov["git"]["commit"]
+    # The recorded commit lies between HEAD before the run and HEAD after it.
+    assert _git("merge-base", "--is-ancestor", HEADS[0], commit).returncode == 0, commit
+    assert _git("merge-base", "--is-ancestor", commit, HEADS[1]).returncode == 0, commit
     assert isinstance(prov["git"]["dirty"], bool)
 
 
