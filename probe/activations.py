@@ -140,6 +140,10 @@ class ShardWriter:
                 path = self.acts_dir / shard["file"]
                 if not path.is_file() or path.stat().st_size != shard["n_bytes"]:
                     raise DataError("indexed shard is missing or truncated", str(path))
+                # A resumed run must never build on a shard whose bytes changed.
+                if sha256_file(path) != shard["sha256"]:
+                    raise DataError("indexed shard is corrupted (sha256 mismatch); use a new "
+                                    "--out", str(path))
             self._written = {_key(r) for r in self._rows}
         listed = {s["file"] for s in self._shards}
         for path in self.acts_dir.iterdir():

@@ -36,7 +36,9 @@ SCHEMA_VERSION = 1
 # Config keys that may change between a run and its resume because they do not change
 # results. Matched against the full dotted key ("model.device") or its last part.
 RESUME_IGNORED: frozenset[str] = frozenset(
-    {"batch_size", "device", "out", "progress", "verbose", "log_level", "num_workers"}
+    # data_dir may be spelled differently; the data files' hashes are compared instead.
+    {"batch_size", "device", "out", "progress", "verbose", "log_level", "num_workers",
+     "data_dir"}
 )
 
 ANALYSIS_FILES: dict[str, str] = {
@@ -75,6 +77,13 @@ def config_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any
 
 def _ignored(key: str) -> bool:
     return key in RESUME_IGNORED or key.rsplit(".", 1)[-1] in RESUME_IGNORED
+
+
+def _changed_files(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Names of files recorded in both provenances whose content hash differs."""
+    before, after = old.get("files") or {}, new.get("files") or {}
+    return sorted(name for name in set(before) & set(after)
+                  if (before[name] or {}).get("sha256") != (after[name] or {}).get("sha256"))
 
 
 class RunFolder:
@@ -172,6 +181,10 @@ class RunFolder:
             detail = "; ".join(f"key {k}: {o!r} -> {n!r}" for k, (o, n) in blocking.items())
             raise ConfigError(f"run folder {path} was written with another config: {detail}; "
                               f"use a new --out")
+        changed_files = _changed_files(info.get("provenance", {}), provenance)
+        if changed_files:
+            raise ConfigError(f"run folder {path} was written from other data or model files "
+                              f"(sha256 differs: {', '.join(changed_files)}); use a new --out")
         folder = cls(path, info)
         folder.info.setdefault("resumes", []).append(
             {"at": _now(), "provenance": to_jsonable(provenance),

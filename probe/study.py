@@ -93,6 +93,9 @@ def _done_batches(folder: RunFolder, batches: list[list[Unit]],
     """Which batches are complete; rows of incomplete ones are removed from the file."""
     done_rows = folder.done_keys()
     done_acts = writer.written_keys() if writer is not None else None
+    if done_acts is not None:
+        # Refused (too long) rows never get activations; they must not keep a batch open.
+        done_acts |= {(r["item_id"], r["condition"]) for r in folder.rows() if r.get("truncated")}
     flags = []
     for batch in batches:
         keys = {u.key for u in batch}
@@ -114,7 +117,7 @@ def run_study(cfg: RunConfig, out: Path, loaded: LoadedModel | None = None) -> S
         raise ConfigError("no items to run: check --benchmark, --category and the data dir")
     loaded = loaded or load_model(cfg.model, cfg.device, cfg.dtype, cfg.trust_remote_code)
     extra = {**_data_files(cfg), "model": Path(loaded.source)}
-    facts = provenance({k: v for k, v in extra.items() if v.is_file()})
+    facts = provenance({k: v for k, v in extra.items() if v.exists()})
     facts["model"] = model_facts(loaded)
     folder = RunFolder.create_or_resume(out, cfg.to_dict(), facts)
     engine = Engine(loaded, cfg.batch_size)

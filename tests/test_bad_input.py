@@ -248,8 +248,6 @@ def test_corrupted_shard_is_named_by_verify(finished: Path) -> None:
         ActivationStore(finished / "activations").verify()
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: ShardWriter resume checks shard sizes, not "
-                   "sha256, so probe run resumes over a corrupted shard and exits 0")
 def test_resume_over_corrupted_shard_refused(data: Path, finished: Path) -> None:
     shard = _corrupt_shard(finished)
     user_error(run(data, finished, "--cache-acts"), shard.name)
@@ -284,8 +282,6 @@ def test_too_long_prompt_is_refused_and_counted(long_run: tuple[Path, dict[str, 
     assert ("bbq:Age:99", "baseline") not in ActivationStore(out / "activations").key_to_row()
 
 
-@pytest.mark.xfail(strict=True, reason="metrics lump truncated rows into n_unparsed; no "
-                   "separate truncated count is reported")
 def test_metrics_report_truncated_count(long_run: tuple[Path, dict[str, Any]]) -> None:
     out, _ = long_run
     assert "n_truncated" in (out / "metrics.json").read_text()

@@ -96,9 +96,6 @@ def test_run_json_records_the_model(two_runs: tuple[Path, Path]) -> None:
     assert info["config"]["model"] == "tiny-random" and info["config"]["seed"] == 5
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: study.run_study keeps only provenance "
-                   "paths that are files (v.is_file()), so a model loaded from a local folder "
-                   "(or a hub id) gets no hash in run.json")
 def test_local_model_folder_is_hashed(tmp_path: Path) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM
 

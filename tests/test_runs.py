@@ -24,7 +24,7 @@ PROV = {"git": {"commit": "abc"}}
 
 
 def _make(tmp_path: Path, config: dict | None = None) -> RunFolder:
-    return RunFolder.create_or_resume(tmp_path / "run", config or CONFIG, PROV)
+    return RunRunFolder.create_or_resume(tmp_path / "run", config or CONFIG, PROV)
 
 
 def test_new_folder_writes_run_json(tmp_path: Path) -> None:
@@ -181,3 +181,13 @@ def test_git_commit_of_this_repo() -> None:
         pytest.skip("not a git checkout or git missing")
     info = prov.git_info()
     assert info["commit"] == head and isinstance(info["dirty"], bool)
+
+
+def test_resume_refused_when_data_file_changed(tmp_path):
+    """Same config, other data: rows from two data versions must never be mixed."""
+    prov = {"files": {"bbq/Age.jsonl": {"sha256": "aa", "size": 1}}}
+    RunFolder.create_or_resume(tmp_path / "run", {"seed": 0, "data_dir": "a"}, prov)
+    RunFolder.create_or_resume(tmp_path / "run", {"seed": 0, "data_dir": "./a"}, prov)
+    changed = {"files": {"bbq/Age.jsonl": {"sha256": "bb", "size": 1}}}
+    with pytest.raises(ConfigError, match="bbq/Age.jsonl"):
+        RunFolder.create_or_resume(tmp_path / "run", {"seed": 0, "data_dir": "a"}, changed)

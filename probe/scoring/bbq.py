@@ -65,6 +65,8 @@ def cell_metrics(rows: list[dict[str, Any]], context_condition: str, n_boot: int
         "bias_score": bias,
         "n": int(totals[PARSED]),
         "n_unparsed": len(rows) - int(totals[PARSED]),
+        # Of the unparsed: prompts refused as longer than the model's context.
+        "n_truncated": sum(bool(r.get("truncated")) for r in rows),
         "n_no_target": sum((r.get("meta") or {}).get("target_index") is None for r in rows),
         "n_bias": int(totals[NON_UNKNOWN]),
         "accuracy_ci": list(bootstrap_ci(columns, _accuracy, n_boot, seed)),
