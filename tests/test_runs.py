@@ -24,7 +24,7 @@ PROV = {"git": {"commit": "abc"}}
 
 
 def _make(tmp_path: Path, config: dict | None = None) -> RunFolder:
-    return RunRunFolder.create_or_resume(tmp_path / "run", config or CONFIG, PROV)
+    return RunFolder.create_or_resume(tmp_path / "run", config or CONFIG, PROV)
 
 
 def test_new_folder_writes_run_json(tmp_path: Path) -> None:
