@@ -1,0 +1,84 @@
+"""Smoke tests of ``probe bench`` on the tiny random model (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from probe import bench
+from probe.cli import ProbeGroup
+from probe.commands.scale import bench_cmd
+from probe.errors import ConfigError
+
+ROWS = ["hf generate (eager)", "hf generate (sdpa)", "probe generate",
+        "probe generate + capture", "hf forward (eager) letter", "hf forward (sdpa) letter",
+        "probe letter", "probe letter + capture", "hf forward (eager) text", "probe text"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # One thread: far faster for the tiny model on a busy shared CPU.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_bench_command_reports_every_row(tmp_path, data_dir):
+    group = ProbeGroup(name="probe")
+    group.add_command(bench_cmd)
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(group, [
+        "bench", "--model", "tiny-random", "--items", "3", "--batch-size", "2",
+        "--new-tokens", "2", "--repeats", "1", "--data-dir", str(data_dir), "--no-memory",
+        "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert [r["name"] for r in data["rows"]] == ROWS
+    for row in data["rows"]:
+        assert row["name"] in result.output
+        assert row["seconds"] > 0 and math.isfinite(row["items_per_s"])
+        assert math.isfinite(row["tokens_per_s"]) and row["tokens_per_s"] > 0
+        if row["reference"] is None:
+            assert row["ratio"] is None
+        else:
+            assert math.isfinite(row["ratio"]) and row["ratio"] > 0
+        if row["target"] is not None:
+            assert row["status"] in ("PASS", "FAIL") and row["status"] in result.output
+    # Greedy generation through the bridge equals the un-bridged copy of the weights.
+    assert all(r["same_output"] for r in data["rows"] if r["group"] == "generate"
+               and r["reference"] is not None)
+    assert data["meta"]["n_items"] == 3 and data["memory"] == []
+
+
+def test_plain_copy_has_the_same_weights(tiny):
+    ref = bench.plain_copy(tiny, "eager")
+    ids = torch.tensor([[1, 5, 7, 9]])
+    with torch.inference_mode():
+        assert torch.equal(ref(input_ids=ids).logits, tiny.hf_model(input_ids=ids).logits)
+
+
+def test_caching_memory_child_reports_rows(data_dir, capsys):
+    spec = {**bench.asdict(bench.BenchConfig(model="tiny-random", data_dir=str(data_dir),
+                                             batch_size=4)), "memory_limits": [1]}
+    bench._study_child(spec)
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["rows"] > 0 and report["limit_per_category"] == 1
+    assert report["process_maxrss_mb"] >= report["rss_before_study_mb"] > 0
+
+
+def test_llama_shape_needs_a_gpu_and_has_llama2_7b_size():
+    with pytest.raises(ConfigError, match="GPU"):
+        bench.shape_model("llama-7b", "cpu", "bfloat16", force=False)
+    from transformers import AutoModelForCausalLM
+
+    config = bench.shape_config("llama-7b", vocab_size=32000)
+    with torch.device("meta"):  # shapes only, no memory
+        model = AutoModelForCausalLM.from_config(config)
+    h, f, n_layers, vocab = 4096, 11008, 32, 32000
+    expected = 2 * vocab * h + n_layers * (4 * h * h + 3 * h * f + 2 * h) + h
+    assert sum(p.numel() for p in model.parameters()) == expected
