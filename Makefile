@@ -2,7 +2,7 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DATA ?= $(if $(PROBE_DATA_DIR),$(PROBE_DATA_DIR),$(if $(wildcard ../shared/data/bbq),../shared/data,data))
+DATA ?= $(abspath $(if $(PROBE_DATA_DIR),$(PROBE_DATA_DIR),$(if $(wildcard ../shared/data/bbq),../shared/data,data)))
 STAMP := $(VENV)/.installed
 
 .PHONY: install demo test test-fast lint typecheck bench clean

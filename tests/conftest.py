@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def data_dir_or_skip() -> Path:
     """The benchmark data dir ($PROBE_DATA_DIR, else ../shared/data), or skip the test."""
-    path = Path(os.environ.get("PROBE_DATA_DIR", REPO.parent / "shared" / "data"))
+    path = Path(os.environ.get("PROBE_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
     if not (path / "bbq").is_dir():
         pytest.skip(f"benchmark data not found at {path} (set PROBE_DATA_DIR)")
     return path

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def shared_data_dir() -> Path:
     """The real benchmark data (env PROBE_DATA_DIR, else ../shared/data); skip if absent."""
-    path = Path(os.environ.get("PROBE_DATA_DIR", REPO.parent / "shared" / "data"))
+    path = Path(os.environ.get("PROBE_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
     if not (path / "bbq").is_dir():
         pytest.skip(f"benchmark data not found at {path} (set PROBE_DATA_DIR)")
     return path
