@@ -1,0 +1,151 @@
+"""Shared helpers of the "inside the model" analyses (patching, steering, logit lens).
+
+A run folder holds rows, not items, and a row lacks the option texts that re-rendering and
+re-scoring need; so :func:`load_run` reloads the run's items with its own config
+(:func:`probe.study.load_items`), keeps those the run has rows for, and checks every
+re-rendered prompt against the prompt stored in the row: if the data or the chat template
+changed since the run, the analysis stops instead of silently measuring other prompts.
+
+The metric is read at the answer position of the *letter prompt*: the item's final turn
+rendered with the answer prefix "The answer is (" so that the next token is the option letter.
+The biased letter is the item's ``target_index``; the unbiased one is the unknown answer on
+ambiguous items and the label on disambiguated items where the label is not the biased answer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from probe.conditions import LETTERS, get_condition
+from probe.config import RunConfig
+from probe.errors import ConfigError, DataError
+from probe.items import Item
+from probe.models import LoadedModel, load_model
+from probe.prompts import render
+from probe.runs import RunFolder
+from probe.scoring.stats import bootstrap_ci
+from probe.scoring_modes import LETTER_PREFIX, mode_prefix
+
+BASELINE = "baseline"
+N_BOOT = 1000
+
+
+@dataclass
+class RunData:
+    """A run's config, its reloaded items (load order) and its rows by (item_id, condition)."""
+
+    path: Path
+    config: RunConfig
+    items: list[Item]
+    rows: dict[tuple[str, str], dict[str, Any]]
+
+    def row(self, item_id: str, condition: str) -> dict[str, Any] | None:
+        """The row of one item under one condition (None if absent or truncated)."""
+        row = self.rows.get((item_id, condition))
+        return None if row is None or row.get("truncated") else row
+
+    def conditions(self) -> list[str]:
+        """Conditions present in the rows, in first-seen order."""
+        return list(dict.fromkeys(c for _, c in self.rows))
+
+
+def load_run(run_dir: str | Path, data_dir: str | Path | None = None) -> RunData:
+    """Open a run folder and reload its BBQ items (``data_dir`` overrides the run's)."""
+    from probe.study import load_items
+
+    folder = RunFolder.open(run_dir)
+    cfg = RunConfig.from_dict(folder.config)
+    if data_dir is not None:
+        cfg = replace(cfg, data_dir=str(data_dir))
+    if "bbq" not in cfg.benchmarks:
+        raise ConfigError(f"run {run_dir} has no BBQ rows; these analyses need BBQ")
+    cfg = replace(cfg, benchmarks=["bbq"])
+    rows = {(str(r["item_id"]), str(r["condition"])): r for r in folder.rows()
+            if r.get("benchmark") == "bbq"}
+    if not rows:
+        raise DataError("no BBQ rows in generations.jsonl", str(folder.generations))
+    items, _ = load_items(cfg)
+    wanted = {i for i, _ in rows}
+    kept = [it for it in items if it.item_id in wanted]
+    missing = wanted - {it.item_id for it in kept}
+    if missing:
+        raise DataError(f"{len(missing)} items of the run are not in the data at {cfg.data_dir} "
+                        f"(first: {sorted(missing)[0]}); pass --data-dir", str(folder.path))
+    return RunData(Path(run_dir), cfg, kept, rows)
+
+
+def load_run_model(run: RunData, device: str | None = None) -> LoadedModel:
+    """The run's model, on ``device`` (default: the run's device)."""
+    cfg = run.config
+    return load_model(cfg.model, device or cfg.device, cfg.dtype, cfg.trust_remote_code)
+
+
+def answer_pair(row: dict[str, Any]) -> tuple[int, int] | None:
+    """(biased, unbiased) option indices of a row's item, or None when undefined."""
+    meta = row.get("meta") or {}
+    biased = meta.get("target_index")
+    if biased is None:
+        return None
+    if row.get("context_condition") == "ambig":
+        unbiased = meta.get("unknown_index")
+    else:
+        unbiased = row.get("label")
+    if unbiased is None or unbiased == biased:
+        return None
+    return int(biased), int(unbiased)
+
+
+def letter_token_ids(tokenizer: Any, n_options: int = 3) -> list[int]:
+    """Token id of each option letter, tokenized as the letter mode scores it."""
+    ids = []
+    for letter in LETTERS[:n_options]:
+        tokens = tokenizer(letter, add_special_tokens=False).input_ids
+        if len(tokens) != 1:
+            raise ConfigError(f"option letter {letter!r} is {len(tokens)} tokens for this "
+                              f"tokenizer; the letter metric needs single tokens")
+        ids.append(int(tokens[0]))
+    return ids
+
+
+def final_prompt(loaded: LoadedModel, item: Item, condition: str,
+                 history: list[tuple[str, str]], extra_prefix: str) -> str:
+    """The item's scored turn under ``condition`` with ``extra_prefix`` after its prefix."""
+    final = get_condition(condition).build(item).final
+    return render(loaded.tokenizer, loaded.chat, [tuple(h) for h in history],  # type: ignore[misc]
+                  final.user, final.assistant_prefix + extra_prefix)
+
+
+def letter_prompt(loaded: LoadedModel, run: RunData, item: Item, condition: str) -> str:
+    """The letter prompt of one item under one condition, checked against the run's row.
+
+    Earlier turns (chain-of-thought, a first answer) are taken from the row, not regenerated.
+    """
+    row = run.row(item.item_id, condition)
+    if row is None:
+        raise DataError(f"no row for {item.item_id} under {condition}", str(run.path))
+    history = (row.get("meta") or {}).get("history") or []
+    as_run = final_prompt(loaded, item, condition, history, mode_prefix(item, run.config.mode))
+    if as_run != row["prompt"]:
+        raise DataError(f"re-rendered prompt of {item.item_id} under {condition} differs from "
+                        f"the run's (data or chat template changed?)", str(run.path))
+    return final_prompt(loaded, item, condition, history, LETTER_PREFIX)
+
+
+def mean_ci(values: np.ndarray | list[float], n_boot: int = N_BOOT,
+            seed: int = 0) -> dict[str, Any]:
+    """Mean of ``values`` with a percentile-bootstrap 95% interval over items."""
+    vals = np.asarray(values, dtype=float)
+    if vals.size == 0:
+        return {"mean": None, "ci": [None, None], "n": 0}
+    cols = np.stack([vals, np.ones_like(vals)], axis=1)
+    low, high = bootstrap_ci(cols, lambda s: s[:, 0] / s[:, 1], n_boot, seed)
+    return {"mean": float(vals.mean()), "ci": [_num(low), _num(high)], "n": int(vals.size)}
+
+
+def _num(value: float) -> float | None:
+    return None if not math.isfinite(value) else float(value)

@@ -1,0 +1,114 @@
+"""``probe patch``, ``probe steer`` and ``probe lens``: re-run a run's model on its BBQ items.
+
+Each reads a run folder (items reloaded with the run's config, model from run.json) and
+writes its JSON into the folder and its figure into ``RUN/plots/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from probe.errors import ConfigError
+
+RUN_ARG = click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+DATA_OPT = click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+                        help="Benchmark files, if not where the run found them.")
+LIMIT_OPT = click.option("--limit", type=int, default=None, help="At most N items.")
+
+
+def _ints(text: str, option: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{option} {text!r}: expected comma-separated integers") from None
+
+
+def _floats(text: str, option: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{option} {text!r}: expected comma-separated numbers") from None
+
+
+def _fmt(block: dict[str, Any] | None) -> str:
+    if block is None or block.get("mean") is None:
+        return "n/a"
+    low, high = block.get("ci", [None, None])
+    ci = f" [{low:+.3f}, {high:+.3f}]" if low is not None and high is not None else ""
+    return f"{block['mean']:+.3f}{ci}"
+
+
+@click.command("patch")
+@RUN_ARG
+@click.option("--source", required=True, help="Condition whose activations are patched in.")
+@click.option("--target", default="baseline", show_default=True, help="Condition patched into.")
+@click.option("--positions", type=int, default=1, show_default=True,
+              help="Patch the last k prompt positions (aligned from the end).")
+@LIMIT_OPT
+@DATA_OPT
+def patch(run: Path, source: str, target: str, positions: int, limit: int | None,
+          data_dir: Path | None) -> None:
+    """Activation patching between two conditions of RUN; writes patching.json and plots."""
+    from probe.analysis.patching import run_patching
+
+    out = run_patching(str(run), source, target, positions, limit,
+                       data_dir=None if data_dir is None else str(data_dir))
+    metric = out["metric"]
+    click.echo(f"{out['meta']['n_items']} items; logit diff (unbiased - biased): "
+               f"{source} {_fmt(metric['source'])}, {target} {_fmt(metric['target'])}")
+    if metric["gap"]["note"]:
+        click.echo(metric["gap"]["note"])
+    key = "normalised" if metric["gap"]["reliable"] else "delta"
+    click.echo(f"denoising, {key} at the last position:")
+    for label, row in zip(out["resid"]["labels"], out["resid"]["denoise"], strict=True):
+        click.echo(f"  {label:<16} {_fmt(row[-1][key])}")
+    click.echo(f"wrote {run / 'patching.json'} and plots in {run / 'plots'} "
+               f"({out['meta']['seconds']} s)")
+
+
+@click.command("steer")
+@RUN_ARG
+@click.option("--direction", "instruction", required=True,
+              help="Instruction condition; direction = its mean resid minus baseline's.")
+@click.option("--layers", default=None, help="Comma-separated layers (default: 3 spread out).")
+@click.option("--alphas", default="-8,-4,0,4,8", show_default=True,
+              help="Multiples of the direction added at every position.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random control's seed.")
+@LIMIT_OPT
+@DATA_OPT
+def steer(run: Path, instruction: str, layers: str | None, alphas: str, seed: int,
+          limit: int | None, data_dir: Path | None) -> None:
+    """Steer RUN's baseline along a self-correction direction; writes steering.json and plot."""
+    from probe.analysis.steering import run_steering
+
+    out = run_steering(str(run), instruction,
+                       None if layers is None else _ints(layers, "--layers"),
+                       _floats(alphas, "--alphas"), seed=seed, limit=limit,
+                       data_dir=None if data_dir is None else str(data_dir))
+    click.echo(f"{'layer':>5} {'kind':<9} {'alpha':>6}  ambig bias [95% CI]     "
+               f"disambig bias [95% CI]")
+    for rec in out["results"]:
+        click.echo(f"{rec['layer']:>5} {rec['kind']:<9} {rec['alpha']:>6g}  "
+                   f"{_fmt(rec['ambig']):<24} {_fmt(rec['disambig'])}")
+    click.echo(f"wrote {run / 'steering.json'} and {run / 'plots' / 'steering.png'} "
+               f"({out['meta']['seconds']} s)")
+
+
+@click.command("lens")
+@RUN_ARG
+@LIMIT_OPT
+@DATA_OPT
+def lens(run: Path, limit: int | None, data_dir: Path | None) -> None:
+    """Logit lens at the answer position per layer and condition; writes lens.json and plot."""
+    from probe.analysis.lens import run_lens
+
+    out = run_lens(str(run), limit=limit, data_dir=None if data_dir is None else str(data_dir))
+    for cond, block in out["conditions"].items():
+        last = block["layers"][-1]
+        click.echo(f"{cond:<14} n={block['n_items']:<4} final layer: p(unbiased) "
+                   f"{_fmt(last['p_unbiased'])}  p(biased) {_fmt(last['p_biased'])}")
+    click.echo(f"wrote {run / 'lens.json'} and {run / 'plots' / 'lens.png'} "
+               f"({out['meta']['seconds']} s)")

@@ -1,0 +1,89 @@
+"""Logit lens: the last layer is the model's own output; the command end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import click
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from probe.analysis import answers as ans
+from probe.analysis import lens as ln
+from probe.inference import Engine
+from probe.models import LoadedModel, load_model
+from tests.test_patching import make_run, sharp_model
+
+
+def test_last_layer_is_the_real_output() -> None:
+    loaded = sharp_model(seed=2)
+    engine = Engine(loaded, batch_size=3)
+    texts = ["Who was not comfortable using the phone? The answer is (",
+             "hi", "I saw a grandson and their grandfather. The answer is ("]
+    ids = ans.letter_token_ids(loaded.tokenizer)
+    lp, diff = ln.lens_batch(engine, texts, ids)
+    assert lp.shape == (3, loaded.n_layers + 1, 3)
+    assert diff < 1e-5
+    real, _, _ = engine.forward_last(texts)
+    np.testing.assert_allclose(lp[:, -1, :], real[:, ids].numpy(), atol=1e-5)
+    # earlier layers are a different readout, not a copy of the output
+    assert np.abs(lp[:, 0, :] - lp[:, -1, :]).max() > 1e-2
+
+
+def test_letters_must_be_single_tokens() -> None:
+    from probe.errors import ConfigError
+
+    class Splitting:
+        def __call__(self, text: str, add_special_tokens: bool = False) -> object:
+            return type("Enc", (), {"input_ids": [1, 2]})()
+
+    with pytest.raises(ConfigError, match="single tokens"):
+        ans.letter_token_ids(Splitting())
+
+
+def test_answer_pair_rules() -> None:
+    meta = {"target_index": 0, "unknown_index": 2}
+    assert ans.answer_pair({"context_condition": "ambig", "label": 2, "meta": meta}) == (0, 2)
+    assert ans.answer_pair({"context_condition": "disambig", "label": 1, "meta": meta}) == (0, 1)
+    assert ans.answer_pair({"context_condition": "disambig", "label": 0, "meta": meta}) is None
+    assert ans.answer_pair({"context_condition": "ambig", "label": 2,
+                            "meta": {"target_index": None, "unknown_index": 2}}) is None
+
+
+def test_lens_command_matches_run_scores(tmp_path: Path) -> None:
+    from probe.commands.analysis import lens
+
+    tiny = load_model("tiny-random")
+    run_dir = make_run(tmp_path, tiny, mode="letter")
+    group = click.Group()
+    group.add_command(lens)
+    res = CliRunner().invoke(group, ["lens", str(run_dir)])
+    assert res.exit_code == 0, res.output
+    out = json.loads((run_dir / "lens.json").read_text())
+    assert out["meta"]["final_layer_max_abs_diff"] < 1e-5
+    rows = {(r["item_id"], r["condition"]): r for r in
+            map(json.loads, (run_dir / "generations.jsonl").read_text().splitlines())}
+    for cond, block in out["conditions"].items():
+        assert len(block["layers"]) == tiny.n_layers + 1
+        # In letter mode the run scored the same prompt: its letter log-probs are the output.
+        expect = []
+        for item_id in block["item_ids"]:
+            row = rows[(item_id, cond)]
+            unbiased = ans.answer_pair(row)[1]  # type: ignore[index]
+            expect.append(math.exp(row["option_scores"][unbiased]))
+        assert block["layers"][-1]["p_unbiased"]["mean"] == pytest.approx(np.mean(expect),
+                                                                           rel=1e-4)
+    assert (run_dir / "plots" / "lens.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_lens_on_the_real_model(tmp_path: Path, real_model: LoadedModel) -> None:
+    run_dir = make_run(tmp_path, real_model, per_cell=1, model="smollm2-135m")
+    out = ln.run_lens(str(run_dir), conditions=["baseline"], limit=2, loaded=real_model)
+    assert out["meta"]["final_layer_max_abs_diff"] < 1e-4
+    layers = out["conditions"]["baseline"]["layers"]
+    assert len(layers) == real_model.n_layers + 1
+    assert all(0 <= rec["p_unbiased"]["mean"] <= 1 for rec in layers)

@@ -1,0 +1,100 @@
+"""Steering: alpha = 0 reproduces the run, other alphas move scores, directions are right."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pytest
+import torch
+from click.testing import CliRunner
+
+from probe.analysis import answers as ans
+from probe.analysis import steering as st
+from probe.inference import Engine
+from probe.models import LoadedModel, load_model
+from tests.test_patching import make_run
+
+
+@pytest.fixture(scope="module")
+def tiny() -> LoadedModel:
+    return load_model("tiny-random")
+
+
+@pytest.mark.parametrize("mode", ["letter", "generate"])
+def test_alpha_zero_reproduces_run_and_alpha_moves_scores(tmp_path: Path, tiny: LoadedModel,
+                                                          mode: str) -> None:
+    run_dir = make_run(tmp_path, tiny, mode=mode)
+    run = ans.load_run(run_dir)
+    engine = Engine(tiny, run.config.batch_size)
+    units = [st.Unit(it, "baseline") for it in run.items]
+    vec = st.compute_directions(engine, run, "instruct-1", [1])[1]
+    hook = st.resid_hook(1)
+    zero = st.score_baseline(engine, run, units, [(hook, st.add_hook(0.0 * vec))])
+    assert len(zero) == len(units)
+    for row in zero:
+        before = run.rows[(row["item_id"], "baseline")]
+        assert row["pred"] == before["pred"] and row["output"] == before["output"]
+        assert row["option_scores"] == before["option_scores"]
+    moved = st.score_baseline(engine, run, units, [(hook, st.add_hook(100.0 * vec))])
+    field = "option_scores" if mode == "letter" else "output"
+    assert any(a[field] != b[field] for a, b in zip(zero, moved, strict=True))
+
+
+def test_direction_matches_cached_activations(tmp_path: Path, tiny: LoadedModel) -> None:
+    from probe.activations import ActivationStore
+
+    run_dir = make_run(tmp_path, tiny, cache_acts=True, act_dtype="float32")
+    run = ans.load_run(run_dir)
+    vec = st.compute_directions(Engine(tiny, 3), run, "instruct-1", [0, 1])
+    store = ActivationStore(run_dir / "activations")
+    index = store.key_to_row()
+    ids = [it.item_id for it in run.items]
+    for layer in (0, 1):
+        hook = st.resid_hook(layer)
+        means = {c: store.load(hook, [index[(i, c)] for i in ids]).mean(0)
+                 for c in ("instruct-1", "baseline")}
+        torch.testing.assert_close(vec[layer], means["instruct-1"] - means["baseline"],
+                                   atol=1e-4, rtol=1e-4)
+
+
+def test_random_control_has_equal_norm() -> None:
+    vec = torch.randn(16) * 3
+    rnd = st.random_like(vec, seed=1)
+    assert float(rnd.norm()) == pytest.approx(float(vec.norm()), rel=1e-5)
+    assert abs(float(torch.nn.functional.cosine_similarity(rnd, vec, dim=0))) < 0.9
+    assert torch.equal(rnd, st.random_like(vec, seed=1))
+
+
+def test_steer_command(tmp_path: Path, tiny: LoadedModel) -> None:
+    from probe.commands.analysis import steer
+
+    run_dir = make_run(tmp_path, tiny)
+    group = click.Group()
+    group.add_command(steer)
+    res = CliRunner().invoke(group, ["steer", str(run_dir), "--direction", "instruct-1",
+                                     "--layers", "0,1", "--alphas", "-4,0,4"])
+    assert res.exit_code == 0, res.output
+    out = json.loads((run_dir / "steering.json").read_text())
+    assert out["meta"]["alpha0_matches_run"] is True
+    assert len(out["results"]) == 2 * 2 * 3
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    base = metrics["conditions"]["baseline"]["bbq"]["overall"]["ambig"]["bias_score"]
+    for rec in out["results"]:
+        if rec["alpha"] == 0:
+            assert rec["ambig"]["mean"] == base
+    assert (run_dir / "plots" / "steering.png").stat().st_size > 1000
+    bad = CliRunner().invoke(group, ["steer", str(run_dir), "--direction", "instruct-1",
+                                     "--layers", "7"])
+    assert bad.exit_code != 0 and "--layers" in str(bad.exception or bad.output)
+
+
+@pytest.mark.slow
+def test_alpha_zero_on_the_real_model(tmp_path: Path, real_model: LoadedModel) -> None:
+    run_dir = make_run(tmp_path, real_model, per_cell=1, model="smollm2-135m")
+    out = st.run_steering(str(run_dir), "instruct-1", layers=[15], alphas=[0.0],
+                          loaded=real_model)
+    assert out["meta"]["alpha0_matches_run"] is True
+    assert out["meta"]["direction_source"] == "computed"
+    assert out["meta"]["norms"]["15"] > 0
