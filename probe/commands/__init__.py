@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from probe.commands.analysis import lens, patch, steer
 from probe.commands.data import data
 from probe.commands.probes import probes
 from probe.commands.report import compare_cmd, plots_cmd, report_cmd
@@ -11,5 +12,6 @@ from probe.commands.run import conditions_cmd, run_cmd
 from probe.commands.score import score
 
 COMMANDS: list[click.Command] = [
-    run_cmd, conditions_cmd, score, data, probes, plots_cmd, report_cmd, compare_cmd,
+    run_cmd, conditions_cmd, score, data, probes, patch, steer, lens, plots_cmd, report_cmd,
+    compare_cmd,
 ]
