@@ -48,15 +48,15 @@ class BenchConfig:
     model: str = DEFAULT_MODEL
     shape: str | None = None
     force: bool = False
-    n_items: int = 32
-    batch_size: int = 16
-    new_tokens: int = 16
+    n_items: int = 8
+    batch_size: int = 4
+    new_tokens: int = 8
     repeats: int = 3
     device: str = "cpu"
     dtype: str = "float32"
     data_dir: str = "data"
     threads: int | None = None  # torch CPU threads; None keeps torch's default
-    memory_limits: list[int] = field(default_factory=lambda: [2, 8])  # items per category
+    memory_limits: list[int] = field(default_factory=lambda: [1, 4])  # items per category
 
 
 @dataclass
@@ -88,7 +88,7 @@ def rss_mb() -> float:
 
 
 @contextmanager
-def peak_memory(device: str, interval: float = 0.002) -> Iterator[dict[str, float]]:
+def peak_memory(device: str, interval: float = 0.01) -> Iterator[dict[str, float]]:
     """Yield a dict that holds, on exit, ``peak_mb``: the peak above the starting level."""
     out = {"peak_mb": 0.0}
     if device.startswith("cuda"):
@@ -151,9 +151,11 @@ def shape_model(shape: str, device: str, dtype: str, force: bool) -> LoadedModel
 def plain_copy(loaded: LoadedModel, attn: str) -> Any:
     """An un-bridged Hugging Face model holding a copy of ``loaded``'s weights."""
     from transformers import AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
 
     bridged = loaded.hf_model
-    with torch.device(loaded.device):
+    # The weights are overwritten below: skip the (slow) random initialisation.
+    with torch.device(loaded.device), no_init_weights():
         ref = AutoModelForCausalLM.from_config(copy.deepcopy(bridged.config),
                                                attn_implementation=attn, dtype=bridged.dtype)
     # The bridge wraps each module as `<name>._original_component`; strip that to get HF keys.
@@ -199,11 +201,13 @@ def bench_prompts(loaded: LoadedModel, data_dir: str, n_items: int) -> Prompts:
 
 
 # -- measured tasks --------------------------------------------------------------------
-Task = Callable[[], tuple[list[str] | None, int]]  # (outputs to compare, tokens processed)
+# A task runs every batch, or only the first when warming up; it returns the outputs to
+# compare with the reference row's and the number of tokens it processed.
+Task = Callable[[bool], tuple[list[str] | None, int]]
 
 
-def _chunks(xs: list[Any], size: int) -> list[list[Any]]:
-    return [xs[i:i + size] for i in range(0, len(xs), size)]
+def _chunks(xs: list[Any], size: int, warm: bool = False) -> list[list[Any]]:
+    return [xs[i:i + size] for i in range(0, len(xs), size)][:1 if warm else None]
 
 
 def _hf_generate(model: Any, loaded: LoadedModel, texts: list[str], cfg: BenchConfig,
@@ -215,9 +219,9 @@ def _hf_generate(model: Any, loaded: LoadedModel, texts: list[str], cfg: BenchCo
                            pad_token_id=tok.pad_token_id, eos_token_id=eos)
 
     @torch.inference_mode()
-    def task() -> tuple[list[str] | None, int]:
+    def task(warm: bool = False) -> tuple[list[str] | None, int]:
         outs, n_new = [], 0
-        for chunk in _chunks(texts, cfg.batch_size):
+        for chunk in _chunks(texts, cfg.batch_size, warm):
             enc = tok(chunk, add_special_tokens=False, padding=True, return_tensors="pt")
             enc = enc.to(loaded.device)
             new = model.generate(**enc, generation_config=gen)[:, enc.input_ids.shape[1]:]
@@ -234,9 +238,9 @@ def _hf_forward(model: Any, loaded: LoadedModel, texts: list[str], size: int) ->
     tok = loaded.tokenizer
 
     @torch.inference_mode()
-    def task() -> tuple[list[str] | None, int]:
+    def task(warm: bool = False) -> tuple[list[str] | None, int]:
         n_tokens = 0
-        for chunk in _chunks(texts, size):
+        for chunk in _chunks(texts, size, warm):
             enc = tok(chunk, add_special_tokens=False, padding=True, return_tensors="pt")
             enc = enc.to(loaded.device)
             positions = (enc.attention_mask.cumsum(-1) - 1).clamp(min=0)
@@ -250,9 +254,9 @@ def _hf_forward(model: Any, loaded: LoadedModel, texts: list[str], size: int) ->
 
 def _probe_task(engine: Any, texts: list[str], options: list[list[str]] | None,
                 cfg: BenchConfig, capture: Any = None) -> Task:
-    def task() -> tuple[list[str] | None, int]:
+    def task(warm: bool = False) -> tuple[list[str] | None, int]:
         outs: list[str] = []
-        for i, chunk in enumerate(_chunks(texts, cfg.batch_size)):
+        for i, chunk in enumerate(_chunks(texts, cfg.batch_size, warm)):
             if capture is not None:
                 capture.reset()
             if options is None:
@@ -298,21 +302,22 @@ def _plan(loaded: LoadedModel, prompts: Prompts, cfg: BenchConfig) -> list[tuple
 
 
 def measure(plan: list[tuple[Row, Task]], repeats: int, device: str, n_items: int) -> list[Row]:
-    """Warm up every row, time them round-robin, fill in rates, ratios and PASS/FAIL."""
+    """Warm up every row (on one batch), time them round-robin, fill in rates, ratios and
+    PASS/FAIL."""
     times: dict[str, list[float]] = {row.name: [] for row, _ in plan}
     outputs, tokens = {}, {}
     for rnd in range(repeats + 1):  # round 0 is the warm-up
         for row, task in plan:
             with peak_memory(device) as mem:
                 start = time.perf_counter()
-                out, n_tok = task()
+                out, n_tok = task(rnd == 0)
                 if device.startswith("cuda"):
                     torch.cuda.synchronize()
                 elapsed = time.perf_counter() - start
             row.peak_mb = max(row.peak_mb, mem["peak_mb"])
-            if rnd == 0:
+            if rnd == 1:
                 outputs[row.name], tokens[row.name] = out, n_tok
-            else:
+            if rnd > 0:
                 times[row.name].append(elapsed)
     rows = {row.name: row for row, _ in plan}
     for row in rows.values():

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -185,3 +187,31 @@ def test_launcher_reports_a_failed_rank(tmp_path, monkeypatch):
         launch.wait_for_shards(tmp_path, 2, since=0.0, timeout=5, poll=0.01)
     with pytest.raises(SystemExit, match="not done after"):
         launch.wait_for_shards(tmp_path, 2, since=1e12, timeout=0.05, poll=0.01)
+
+
+def test_slurm_script_submits_shard_array_then_merge(tmp_path):
+    if shutil.which("bash") is None:
+        pytest.skip("bash not available")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    # A stand-in sbatch: records its arguments, answers with a job id as --parsable does.
+    (fake / "sbatch").write_text(
+        '#!/usr/bin/env bash\nc=$(ls "$LOG".* 2>/dev/null | wc -l); c=$((c + 1))\n'
+        'printf "%s\\n" "$@" > "$LOG.$c"; echo "70$c;cluster"\n')
+    (fake / "sbatch").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "LOG": str(tmp_path / "call")}
+    out = tmp_path / "my run"
+    done = subprocess.run(["bash", str(REPO / "scripts" / "slurm_array.sh"), "3", str(out), "--",
+                           "--model", "tiny-random", "--condition", "baseline"],
+                          env=env, capture_output=True, text=True, check=True)
+    shard_job = (tmp_path / "call.1").read_text().splitlines()
+    merge_job = (tmp_path / "call.2").read_text().splitlines()
+    assert "--array=0-2" in shard_job and "--dependency=afterok:701" in merge_job
+    wrap = next(a for a in shard_job if a.startswith("--wrap="))
+    assert "--shard ${SLURM_ARRAY_TASK_ID}/3 --device cuda" in wrap
+    assert "--model tiny-random" in wrap
+    merge = next(a for a in merge_job if a.startswith("--wrap="))
+    assert merge.count("shard-") == 3 and "merged" in merge and "job 701" in done.stdout
+    refused = subprocess.run(["bash", str(REPO / "scripts" / "slurm_array.sh"), "2", str(out),
+                              "--", "--shard", "0/2"], env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and "--shard" in refused.stderr

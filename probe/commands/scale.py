@@ -51,9 +51,9 @@ def format_bench(result: dict[str, Any]) -> str:
 @click.option("--shape", type=click.Choice(["llama-7b"]), default=None,
               help="Build this architecture with random weights instead (GPU only).")
 @click.option("--force", is_flag=True, help="Allow --shape on a CPU.")
-@click.option("--items", "n_items", type=int, default=32, show_default=True)
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--new-tokens", type=int, default=16, show_default=True)
+@click.option("--items", "n_items", type=int, default=8, show_default=True)
+@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--new-tokens", type=int, default=8, show_default=True)
 @click.option("--repeats", type=int, default=3, show_default=True, help="Timed runs per row.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
@@ -61,7 +61,7 @@ def format_bench(result: dict[str, Any]) -> str:
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
               help="Benchmark files (default: $PROBE_DATA_DIR or ./data).")
 @click.option("--memory-limit", "memory_limits", type=int, multiple=True,
-              help="BBQ items per category of the caching-memory runs (default 2 and 8).")
+              help="BBQ items per category of the caching-memory runs (default 1 and 4).")
 @click.option("--no-memory", is_flag=True, help="Skip the caching-memory runs.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
               help="Also write the numbers to this JSON file.")
