@@ -21,7 +21,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	@if [ ! -d "$(DATA)/bbq" ]; then $(BIN)/probe data download --data-dir $(DATA); fi
-	$(BIN)/probe run --data-dir $(DATA) --limit 10 --mode text \
+	$(BIN)/probe run --data-dir $(DATA) --limit 8 --mode text \
 	  --condition baseline --condition instruct-1 --condition instruct-2 \
 	  --condition instruct-3 --condition negate-1 --condition negate-3 \
 	  --out artifacts/demo

@@ -36,7 +36,7 @@ def _rows() -> list[dict]:
 
 def test_score_run_folder_recomputes_metrics(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "run" / "generations.jsonl", _rows())
-    result = CliRunner().invoke(_cli(), ["score", str(tmp_path / "run")])
+    result = CliRunner().invoke(_cli(), ["score", str(tmp_path / "run"), "--by-category"])
     assert result.exit_code == 0, result.output
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert written == compute_metrics(_rows())

@@ -45,8 +45,10 @@ def default_out(cfg: RunConfig) -> Path:
               help="Cache the last k prompt positions.")
 @click.option("--shard", default=None, help="Run shard i of N items, as i/N (0-based).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub.")
+@click.option("--by-category", is_flag=True, help="Print BBQ metrics per category too.")
 def run_cmd(out: Path | None, data_dir: Path | None, benchmarks: tuple[str, ...],
-            conditions: tuple[str, ...], categories: tuple[str, ...], **opts: object) -> None:
+            conditions: tuple[str, ...], categories: tuple[str, ...], by_category: bool,
+            **opts: object) -> None:
     """Run the output study (and optionally cache activations) into a run folder.
 
     Re-running the same command on the same --out resumes where it stopped.
@@ -63,7 +65,7 @@ def run_cmd(out: Path | None, data_dir: Path | None, benchmarks: tuple[str, ...]
     result = run_study(cfg, out)
     for report in result.reports:
         click.echo(report.summary())
-    click.echo(format_table(result.metrics))
+    click.echo(format_table(result.metrics, by_category))
     click.echo(f"\nrun folder: {result.folder.path}  ({result.n_rows} rows)")
 
 

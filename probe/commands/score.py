@@ -6,10 +6,6 @@ given other JSONL files, score them as external BBQ predictions.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,23 +13,11 @@ import click
 
 from probe.data.bbq import read_jsonl
 from probe.errors import ConfigError, DataError
+from probe.io import atomic_write_json, atomic_write_text, dumps
 from probe.scoring.external import score_predictions
 from probe.scoring.metrics import compute_metrics, format_table
 
 GENERATIONS = "generations.jsonl"
-
-
-def _write_atomic(path: Path, lines: Iterable[str]) -> None:
-    """Write lines to a temp file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.writelines(lines)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _run_rows(path: Path) -> list[dict[str, Any]] | None:
@@ -63,8 +47,9 @@ def score_files(files: list[Path], pred_field: str | None, condition: str | None
     else:
         rows, metrics = score_predictions(files, pred_field, data_dir, condition)
         out = out or Path("artifacts") / f"score-{files[0].stem}"
-        _write_atomic(out / GENERATIONS, (json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    _write_atomic(out / "metrics.json", [json.dumps(metrics, indent=2, sort_keys=True) + "\n"])
+        atomic_write_text(out / GENERATIONS, "".join(dumps(r, indent=None) + "\n" for r in rows))
+    # The same writer as a run's, so re-scoring a run reproduces its metrics.json byte for byte.
+    atomic_write_json(out / "metrics.json", metrics)
     return out, metrics
 
 
@@ -79,9 +64,10 @@ def score_files(files: list[Path], pred_field: str | None, condition: str | None
               help="Output folder (default: the run folder, or ./artifacts/score-<stem>).")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
               help="Data folder to join external lines that lack BBQ fields.")
+@click.option("--by-category", is_flag=True, help="Print BBQ metrics per category too.")
 def score(files: tuple[Path, ...], pred_field: str | None, condition: str | None,
-          out: Path | None, data_dir: Path | None) -> None:
+          out: Path | None, data_dir: Path | None, by_category: bool) -> None:
     """Compute metrics from a run's rows or from external prediction files."""
     folder, metrics = score_files(list(files), pred_field, condition, out, data_dir)
-    click.echo(format_table(metrics))
+    click.echo(format_table(metrics, by_category))
     click.echo(f"wrote {folder / 'metrics.json'}")

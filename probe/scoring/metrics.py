@@ -54,28 +54,44 @@ def _pct(value: float | None) -> str:
     return f"{100 * value:5.1f}%" if value is not None else "  n/a "
 
 
-def _bbq_lines(cond: str, bbq: dict[str, Any]) -> list[str]:
+def _ci(cell: dict[str, Any]) -> str:
+    lo, hi = cell.get("bias_score_ci") or (None, None)
+    if lo is None or hi is None:
+        return f"{'':>16}"
+    return f"[{lo:+.2f}, {hi:+.2f}]".rjust(16)
+
+
+def _bbq_lines(cond: str, bbq: dict[str, Any], by_category: bool) -> list[str]:
     lines = []
-    cells = [("overall", bbq["overall"])] + sorted(bbq["by_category"].items())
+    cells = [("overall", bbq["overall"])]
+    if by_category:
+        cells += sorted(bbq["by_category"].items())
     for name, cell in cells:
-        amb, dis = cell["ambig"], cell["disambig"]
-        lines.append(
-            f"{cond:<14} {name:<20} {_num(amb['bias_score'])} {_pct(amb['accuracy'])} "
-            f"{amb['n']:>5} | {_num(dis['bias_score'])} {_pct(dis['accuracy'])} {dis['n']:>5}")
+        parts = [f"{cond:<12} {name:<20}"]
+        for context in ("ambig", "disambig"):
+            c = cell[context]
+            parts.append(f"{_num(c['bias_score'])}{_ci(c)} {_pct(c['accuracy'])} {c['n']:>4} "
+                         f"{c['n_unparsed']:>4}")
+        lines.append(" | ".join(parts))
     return lines
 
 
-def format_table(metrics: dict[str, Any]) -> str:
-    """A readable table: BBQ bias score / accuracy / n for ambig and disambig per
-    condition and category; Winogender r and pronoun rates per condition."""
+def format_table(metrics: dict[str, Any], by_category: bool = False) -> str:
+    """A readable table: BBQ bias score (95% CI), accuracy, n and unparsed for ambig and
+    disambig per condition (and per category if asked); Winogender r and pronoun rates."""
     conditions = metrics.get("conditions", {})
     out: list[str] = []
     bbq = {c: m["bbq"] for c, m in conditions.items() if "bbq" in m}
     if bbq:
-        out.append(f"{'BBQ condition':<14} {'category':<20} {'ambig: bias   acc     n':>24} "
-                   f"| {'disambig: bias   acc     n':>24}")
+        head = f"{'bias':>7}{'95% CI':>16} {'acc':>6} {'n':>4} {'unp':>4}"
+        out.append(f"{'BBQ':<12} {'':<20} | {'ambiguous':^38} | {'disambiguated':^38}")
+        out.append(f"{'condition':<12} {'category':<20} | {head} | {head}")
         for cond, block in bbq.items():
-            out += _bbq_lines(cond, block)
+            out += _bbq_lines(cond, block, by_category)
+        out.append("answer position habit (share of answers (a)/(b)/(c)): " + "; ".join(
+            f"{cond} " + "/".join(_pct(block["answer_positions"].get(str(i))).strip()
+                                  for i in range(3))
+            for cond, block in bbq.items() if block.get("answer_positions")))
     wino = {c: m["winogender"] for c, m in conditions.items() if "winogender" in m}
     if wino:
         out.append(f"{'Winogender':<14} {'r(BLS)':>7} {'r(Bergsma)':>10} {'male':>7} "
