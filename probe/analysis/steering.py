@@ -127,7 +127,9 @@ def same_as_run(rows: list[dict[str, Any]], run: ans.RunData, tol: float = 1e-4)
         if ref["pred"] != r["pred"]:
             return False
         ours, theirs = r["option_scores"] or [], ref["option_scores"] or []
-        if len(ours) != len(theirs) or any(abs(a - b) > tol for a, b in zip(ours, theirs, strict=True)):
+        if len(ours) != len(theirs):
+            return False
+        if any(abs(a - b) > tol for a, b in zip(ours, theirs, strict=True)):
             return False
     return True
 
