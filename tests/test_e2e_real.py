@@ -41,7 +41,7 @@ def test_internal_analysis_end_to_end(real_model, data_dir, tmp_path):
     _ok(["lens", str(run), "--limit", "4"])
     _ok(["report", str(run)])
     plots = {p.name for p in (run / "plots").glob("*.png")}
-    assert EXPECTED_PLOTS <= plots, EXPECTED_PLOTS - plots
+    assert not EXPECTED_PLOTS - plots, EXPECTED_PLOTS - plots
     html = (run / "report.html").read_text()
     assert html.count("data:image/png;base64") >= len(EXPECTED_PLOTS)
     steering = json.loads((run / "steering.json").read_text())
