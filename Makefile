@@ -27,6 +27,8 @@ demo: $(STAMP)
 	  --out artifacts/demo
 
 test: $(STAMP)
+	$(BIN)/ruff check probe scripts tests
+	$(BIN)/mypy probe
 	PROBE_DATA_DIR=$(DATA) $(BIN)/python -m pytest -q -ra --durations=15
 
 test-fast: $(STAMP)
@@ -39,7 +41,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy probe
 
 bench: $(STAMP)
-	$(BIN)/probe bench
+	$(BIN)/probe bench --data-dir $(DATA)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

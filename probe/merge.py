@@ -18,14 +18,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 
 from probe.activations import INDEX, ActivationStore, ShardWriter
 from probe.config import RunConfig
 from probe.errors import ConfigError
-from probe.inference import Engine
 from probe.io import atomic_write_json, atomic_write_text, dumps, read_json
 from probe.pipeline import Unit, plan_batches, plan_units
 from probe.runs import RESUME_IGNORED, RunFolder, config_diff
@@ -137,7 +136,7 @@ def _act_order(units: list[Unit]) -> list[Key]:
     Within a condition the plan sorts by prompt length then position, so the order does not
     depend on the batch size. ``plan_batches`` does not use its engine argument.
     """
-    batches = plan_batches(cast(Engine, None), units, batch_size=max(1, len(units)))
+    batches = plan_batches(units, batch_size=max(1, len(units)))
     return [u.key for batch in batches for u in batch]
 
 

@@ -50,7 +50,7 @@ def plan_units(items: list[Item], conditions: list[str]) -> list[Unit]:
     return units
 
 
-def plan_batches(engine: Engine, units: list[Unit], batch_size: int) -> list[list[Unit]]:
+def plan_batches(units: list[Unit], batch_size: int) -> list[list[Unit]]:
     """Fixed batches: per condition, sorted by first-prompt length so padding stays small.
 
     The batching depends only on the units, so a resumed run rebuilds the same batches.

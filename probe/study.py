@@ -113,7 +113,8 @@ def run_study(cfg: RunConfig, out: Path, loaded: LoadedModel | None = None) -> S
     cfg.validate()
     conditions = resolve_conditions(cfg)
     items, reports = load_items(cfg)
-    if not items:
+    # A shard may hold no items when there are more shards than items: it finishes empty.
+    if not items and cfg.shard is None:
         raise ConfigError("no items to run: check --benchmark, --category and the data dir")
     loaded = loaded or load_model(cfg.model, cfg.device, cfg.dtype, cfg.trust_remote_code)
     extra = {**_data_files(cfg), "model": Path(loaded.source)}
@@ -122,7 +123,7 @@ def run_study(cfg: RunConfig, out: Path, loaded: LoadedModel | None = None) -> S
     folder = RunFolder.create_or_resume(out, cfg.to_dict(), facts)
     engine = Engine(loaded, cfg.batch_size)
     units = plan_units(items, conditions)
-    batches = plan_batches(engine, units, cfg.batch_size)
+    batches = plan_batches(units, cfg.batch_size)
     writer = capture = None
     if cfg.cache_acts:
         hooks = resid_hook_names(loaded.n_layers)

@@ -109,7 +109,7 @@ def shard_filling_batch() -> int:
     cfg = RunConfig(model="tiny-random", data_dir=str(data_dir_or_skip()), limit=LIMIT,
                     conditions=["baseline", "instruct-1"], batch_size=BATCH)
     items, _ = load_items(cfg)
-    batches = plan_batches(None, plan_units(items, ["baseline", "instruct-1"]), BATCH)  # type: ignore[arg-type]
+    batches = plan_batches(plan_units(items, ["baseline", "instruct-1"]), BATCH)
     total = 0
     for number, batch in enumerate(batches, start=1):
         total += len(batch)

@@ -101,7 +101,7 @@ def score_baseline(engine: Engine, run: ans.RunData, units: list[Unit],
     """The baseline rows re-scored with ``hooks`` attached, exactly as the run scored them."""
     rows: list[dict[str, Any]] = []
     with hooked(engine.loaded.bridge, hooks):
-        for batch in plan_batches(engine, units, run.config.batch_size):
+        for batch in plan_batches(units, run.config.batch_size):
             rows += [r.to_json() for r in run_batch(engine, batch, run.config, None)[0]]
     return rows
 
