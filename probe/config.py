@@ -37,6 +37,7 @@ class RunConfig:
     act_dtype: str = "float16"
     shard: str | None = None  # "i/N": this process runs the i-th of N item shards
     trust_remote_code: bool = False
+    device_map: str | None = None  # e.g. "auto": one model over several GPUs (accelerate)
 
     def validate(self) -> RunConfig:
         """Check option values; errors name the option."""

@@ -136,13 +136,20 @@ def _looks_like_hub_id(name: str) -> bool:
     return len(parts) == 2 and all(parts) and not name.startswith((".", "/"))
 
 
-def _hf_load(source: str, dtype: torch.dtype, trust_remote_code: bool) -> tuple[Any, Any]:
+def _hf_load(source: str, dtype: torch.dtype, trust_remote_code: bool,
+             device_map: str | None = None) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    model_kwargs: dict[str, Any] = {}
+    if device_map is not None:
+        # The bridge refuses device_map with a pre-loaded model, so accelerate splits the
+        # layers here, at load time (models larger than one GPU).
+        model_kwargs["device_map"] = device_map
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs,
+                                                     **model_kwargs)
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ProbeError(
@@ -156,7 +163,13 @@ def bridge_from_hf(name: str, model: Any, tokenizer: Any, device: str = "cpu",
     """Wrap an already-loaded Hugging Face model and tokenizer in a TransformerBridge."""
     from transformer_lens.model_bridge import TransformerBridge
 
-    model = model.to(device=device, dtype=resolve_dtype(dtype)).eval()
+    if getattr(model, "hf_device_map", None):
+        # accelerate placed the layers; moving would undo the split. Inputs go where the
+        # embedding lives.
+        device = str(model.get_input_embeddings().weight.device)
+        model = model.eval()
+    else:
+        model = model.to(device=device, dtype=resolve_dtype(dtype)).eval()
     if tokenizer.pad_token is None:
         # Batching needs a pad token; EOS is the usual stand-in and is masked out anyway.
         tokenizer.pad_token = tokenizer.eos_token
@@ -168,19 +181,20 @@ def bridge_from_hf(name: str, model: Any, tokenizer: Any, device: str = "cpu",
                        source=source or name, device=device, dtype=dtype)
 
 
-_LOADED: dict[tuple[str, str, str, bool], LoadedModel] = {}
+_LOADED: dict[tuple[str, str, str, bool, str | None], LoadedModel] = {}
 
 
 def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "float32",
-               trust_remote_code: bool = False) -> LoadedModel:
+               trust_remote_code: bool = False, device_map: str | None = None) -> LoadedModel:
     """Load a model once per process: an embedded name, a local folder, or a hub id.
 
     Unknown names that are neither embedded, a folder, nor shaped like ``org/name`` get an
-    error listing the embedded models.
+    error listing the embedded models. ``device_map`` ("auto", "balanced"...) spreads a
+    folder or hub model over several GPUs with accelerate.
     """
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype)
-    key = (name, device, dtype, trust_remote_code)
+    key = (name, device, dtype, trust_remote_code, device_map)
     if key in _LOADED:
         return _LOADED[key]
     if name == TINY_MODEL:
@@ -193,7 +207,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "flo
         loaded = bridge_from_hf(EMBEDDED[name]["hf_name"], model, tokenizer, device, dtype,
                                 source=str(embedded_gguf(name)))
     elif Path(name).is_dir() or _looks_like_hub_id(name):
-        model, tokenizer = _hf_load(name, torch_dtype, trust_remote_code)
+        model, tokenizer = _hf_load(name, torch_dtype, trust_remote_code, device_map)
         loaded = bridge_from_hf(name, model, tokenizer, device, dtype, source=name)
     else:
         valid = [*EMBEDDED, TINY_MODEL, "<hub org/name>", "<local folder>"]

@@ -38,7 +38,7 @@ SCHEMA_VERSION = 1
 RESUME_IGNORED: frozenset[str] = frozenset(
     # data_dir may be spelled differently; the data files' hashes are compared instead.
     {"batch_size", "device", "out", "progress", "verbose", "log_level", "num_workers",
-     "data_dir"}
+     "data_dir", "device_map"}
 )
 
 ANALYSIS_FILES: dict[str, str] = {

@@ -116,7 +116,8 @@ def run_study(cfg: RunConfig, out: Path, loaded: LoadedModel | None = None) -> S
     # A shard may hold no items when there are more shards than items: it finishes empty.
     if not items and cfg.shard is None:
         raise ConfigError("no items to run: check --benchmark, --category and the data dir")
-    loaded = loaded or load_model(cfg.model, cfg.device, cfg.dtype, cfg.trust_remote_code)
+    loaded = loaded or load_model(cfg.model, cfg.device, cfg.dtype, cfg.trust_remote_code,
+                                 cfg.device_map)
     extra = {**_data_files(cfg), "model": Path(loaded.source)}
     facts = provenance({k: v for k, v in extra.items() if v.exists()})
     facts["model"] = model_facts(loaded)

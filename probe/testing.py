@@ -52,9 +52,9 @@ def tiny_tokenizer(chat: bool = True) -> Any:
     return AutoTokenizer.from_pretrained(folder)
 
 
-def tiny_model(n_layers: int = 2, d_model: int = 32, seed: int = 0, chat: bool = True,
-               device: str = "cpu") -> LoadedModel:
-    """A random-weight Llama-shaped model wrapped in a bridge, built from a config."""
+def tiny_hf(n_layers: int = 2, d_model: int = 32, seed: int = 0, chat: bool = True
+            ) -> tuple[Any, Any]:
+    """A random-weight Llama-shaped Hugging Face model and its tokenizer, not bridged."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     tokenizer = tiny_tokenizer(chat)
@@ -65,5 +65,11 @@ def tiny_model(n_layers: int = 2, d_model: int = 32, seed: int = 0, chat: bool =
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
+    return AutoModelForCausalLM.from_config(config), tokenizer
+
+
+def tiny_model(n_layers: int = 2, d_model: int = 32, seed: int = 0, chat: bool = True,
+               device: str = "cpu") -> LoadedModel:
+    """A random-weight Llama-shaped model wrapped in a bridge, built from a config."""
+    model, tokenizer = tiny_hf(n_layers, d_model, seed, chat)
     return bridge_from_hf("tiny-llama", model, tokenizer, device=device, source="tiny-random")

@@ -45,6 +45,8 @@ def default_out(cfg: RunConfig) -> Path:
               help="Cache the last k prompt positions.")
 @click.option("--shard", default=None, help="Run shard i of N items, as i/N (0-based).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub.")
+@click.option("--device-map", default=None,
+              help="Spread one model over several GPUs (accelerate), e.g. auto.")
 @click.option("--by-category", is_flag=True, help="Print BBQ metrics per category too.")
 def run_cmd(out: Path | None, data_dir: Path | None, benchmarks: tuple[str, ...],
             conditions: tuple[str, ...], categories: tuple[str, ...], by_category: bool,
