@@ -7,13 +7,15 @@ in milliseconds without any download.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from probe.models import LoadedModel, bridge_from_hf
+from probe.models import LoadedModel, bridge_from_hf, cache_root
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
@@ -46,9 +48,17 @@ def tiny_tokenizer(chat: bool = True) -> Any:
         pad_token="<|endoftext|>")
     if chat:
         fast.chat_template = CHATML
-    # The bridge reloads tokenizers by name, so give this one a folder to be reloaded from.
-    folder = tempfile.mkdtemp(prefix="probe-tiny-tok-")
-    fast.save_pretrained(folder)
+    # The bridge reloads tokenizers by name, so give this one a folder to be reloaded from:
+    # a fixed one in the cache (the content is deterministic), written atomically.
+    folder = cache_root() / f"tiny-tokenizer-{'chat' if chat else 'base'}"
+    if not (folder / "tokenizer_config.json").is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-tok-"))
+        fast.save_pretrained(tmp)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process wrote it first
+            shutil.rmtree(tmp, ignore_errors=True)
     return AutoTokenizer.from_pretrained(folder)
 
 
