@@ -33,7 +33,9 @@ def pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Write a figure as PNG (making its folder), close it, and return the path."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -106,14 +108,14 @@ def plot_bias(bbq: dict[str, dict[str, Any]], path: Path) -> Path:
     """BBQ bias score per condition (pooled over categories) with 95% bootstrap intervals."""
     fig = _context_panels(bbq, "bias_score", "bias score (+1 = always the stereotyped answer)",
                           (-1.05, 1.05), 0.0, "BBQ bias score by condition (95% CI)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_accuracy(bbq: dict[str, dict[str, Any]], path: Path) -> Path:
     """BBQ accuracy per condition with 95% bootstrap intervals; dashed line = chance (1/3)."""
     fig = _context_panels(bbq, "accuracy", "accuracy", (-0.02, 1.02), 1 / 3,
                           "BBQ accuracy by condition (95% CI; dashed = chance)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_bias_by_category(bbq: dict[str, dict[str, Any]], path: Path) -> Path:
@@ -143,7 +145,7 @@ def plot_bias_by_category(bbq: dict[str, dict[str, Any]], path: Path) -> Path:
     handles, labels = axes.ravel()[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower right", fontsize=8)
     fig.suptitle("BBQ bias score per category and condition (95% CI)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _stacked(keys: Sequence[str], shares: dict[str, dict[str, Any]], labels: dict[str, str],
@@ -182,7 +184,7 @@ def plot_answer_positions(bbq: dict[str, dict[str, Any]], path: Path) -> Path:
                    "(option order is shuffled: no habit = 1/3 each, dotted)")
     for y in (1 / 3, 2 / 3):
         fig.axes[0].axhline(y, color="black", linewidth=0.6, linestyle=":")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_pronoun_rates(wino: dict[str, dict[str, Any]], path: Path) -> Path:
@@ -190,7 +192,7 @@ def plot_pronoun_rates(wino: dict[str, dict[str, Any]], path: Path) -> Path:
     shares = {c: {**w["rates"], "n": w["n"]} for c, w in wino.items()}
     fig = _stacked(list(GENDER_COLORS), shares, {g: g for g in GENDER_COLORS}, GENDER_COLORS,
                    None, "share of parsed answers", "Winogender pronoun choice by condition")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_winogender_scatter(wino: dict[str, dict[str, Any]], path: Path) -> Path:
@@ -213,7 +215,7 @@ def plot_winogender_scatter(wino: dict[str, dict[str, Any]], path: Path) -> Path
     ax.set_ylabel("P(female pronoun) x 100")
     ax.set_title("Winogender: model's P(female) vs occupation statistics")
     ax.legend(fontsize=7, loc="upper left")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # file name -> (benchmark block it needs, drawing function)

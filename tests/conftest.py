@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -10,17 +9,24 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def data_dir_or_skip() -> Path:
-    """The benchmark data dir ($PROBE_DATA_DIR, else ../shared/data), or skip the test."""
-    path = Path(os.environ.get("PROBE_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
-    if not (path / "bbq").is_dir():
-        pytest.skip(f"benchmark data not found at {path} (set PROBE_DATA_DIR)")
-    return path
-
-
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    return data_dir_or_skip()
+    """The benchmark data dir ($PROBE_DATA_DIR, else ../shared/data), or skip the test."""
+    from tests.conftest_data import shared_data_dir
+
+    return shared_data_dir()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread: on a busy shared CPU, threads wait on each other over the tiny
+    model's small matrices, and one thread runs several times faster."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="session")

@@ -19,13 +19,7 @@ ROWS = ["hf generate (eager)", "hf generate (sdpa)", "probe generate",
         "probe letter", "probe letter + capture", "hf forward (eager) text", "probe text"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # One thread: far faster for the tiny model on a busy shared CPU.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_bench_command_reports_every_row(tmp_path, data_dir):

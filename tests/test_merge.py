@@ -32,14 +32,7 @@ RUN_ARGS = ["--model", "tiny-random", "--limit", "3", "--category", "Age", "--ca
             "--cache-acts", "--batch-size", "1"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # On a busy shared CPU, torch's intra-op threads wait on each other over these tiny
-    # matrices; one thread runs the tiny model several times faster.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(data_dir: Path, shard: str | None = None) -> RunConfig:

@@ -21,14 +21,7 @@ from probe.study import run_study
 MAX_FIT = 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # On a busy shared CPU, torch's intra-op threads wait on each other over these tiny
-    # matrices; one thread runs the tiny model several times faster.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _oom_above(limit: int, calls: list[int]):

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, data_dir_or_skip
+from tests.conftest import REPO
+from tests.conftest_data import shared_data_dir
 
 
 def _command(out: Path, data: Path) -> list[str]:
@@ -34,7 +35,7 @@ HEADS: list[str] = []  # HEAD before and after the runs (others may commit meanw
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Two fresh runs of one config in two separate processes, side by side."""
-    data = data_dir_or_skip()
+    data = shared_data_dir()
     HEADS.append(_git("rev-parse", "HEAD").stdout.strip())
     root = tmp_path_factory.mktemp("repro")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -68,7 +69,7 @@ def _run_json(folder: Path) -> dict[str, Any]:
 
 def test_run_json_records_data_hashes(two_runs: tuple[Path, Path]) -> None:
     files = _run_json(two_runs[0])["provenance"]["files"]
-    data = data_dir_or_skip()
+    data = shared_data_dir()
     for rel in ("bbq/Age.jsonl", "bbq/Religion.jsonl", "winogender/templates.tsv"):
         want = hashlib.sha256((data / rel).read_bytes()).hexdigest()
         assert files[rel]["sha256"] == want, rel
@@ -111,7 +112,7 @@ def test_local_model_folder_is_hashed(tmp_path: Path) -> None:
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     AutoModelForCausalLM.from_config(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    cfg = RunConfig(model=str(folder), data_dir=str(data_dir_or_skip()), limit=1,
+    cfg = RunConfig(model=str(folder), data_dir=str(shared_data_dir()), limit=1,
                     benchmarks=["bbq"], categories=["Age"], conditions=["baseline"])
     run_study(cfg, tmp_path / "out")
     files = _run_json(tmp_path / "out")["provenance"]["files"]

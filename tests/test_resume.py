@@ -14,7 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO, data_dir_or_skip
+from tests.conftest import REPO
+from tests.conftest_data import shared_data_dir
 
 # 7 BBQ categories x 17 + 17 Winogender items, 2 conditions: 272 rows in 18 batches of 16,
 # so the activations fill one full 256-row shard (ShardWriter's fixed size) and a second.
@@ -25,7 +26,7 @@ COMPARED = ("generations.jsonl", "metrics.json")
 
 def _command(out: Path) -> list[str]:
     return [sys.executable, "-m", "probe.cli", "run", "--model", "tiny-random",
-            "--data-dir", str(data_dir_or_skip()), "--limit", str(LIMIT),
+            "--data-dir", str(shared_data_dir()), "--limit", str(LIMIT),
             "--condition", "baseline", "--condition", "instruct-1", "--cache-acts",
             "--batch-size", str(BATCH), "--out", str(out)]
 
@@ -106,7 +107,7 @@ def shard_filling_batch() -> int:
     from probe.pipeline import plan_batches, plan_units
     from probe.study import load_items
 
-    cfg = RunConfig(model="tiny-random", data_dir=str(data_dir_or_skip()), limit=LIMIT,
+    cfg = RunConfig(model="tiny-random", data_dir=str(shared_data_dir()), limit=LIMIT,
                     conditions=["baseline", "instruct-1"], batch_size=BATCH)
     items, _ = load_items(cfg)
     batches = plan_batches(plan_units(items, ["baseline", "instruct-1"]), BATCH)

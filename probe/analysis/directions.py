@@ -26,6 +26,7 @@ import numpy as np
 from probe.analysis import targets as tg
 from probe.errors import DataError
 from probe.io import atomic_write_bytes, atomic_write_json, read_json
+from probe.plots import save_figure
 
 BIAS_KINDS = ("diffmeans", "logreg")
 
@@ -183,9 +184,4 @@ def plot_cosines(directions_json: Path | dict[str, Any], out_png: Path) -> Path:
     for ax in (ax_cos, ax_norm):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=120)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png)

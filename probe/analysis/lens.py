@@ -26,6 +26,7 @@ from probe.errors import ConfigError
 from probe.hooks import Capture, resid_hook_names
 from probe.inference import Engine
 from probe.models import LoadedModel
+from probe.plots import save_figure
 
 
 def lens_logprobs(loaded: LoadedModel, resid: torch.Tensor) -> torch.Tensor:
@@ -153,7 +154,4 @@ def plot_lens(result: dict[str, Any], path: Path) -> Path:
            ylabel="probability")
     ax_diff.axhline(0, color="grey", lw=0.8)
     ax_diff.set(title="Logit lens: log p(unbiased) - log p(biased)", ylabel="logits")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -36,6 +36,7 @@ from probe.errors import ConfigError
 from probe.hooks import Capture, HookFn, hooked
 from probe.inference import Engine
 from probe.models import LoadedModel
+from probe.plots import save_figure
 from probe.scoring.stats import bootstrap_ci
 
 THRESHOLD = 0.1  # logits: a smaller mean source-target gap makes the ratio meaningless
@@ -373,10 +374,8 @@ def plot_patching(result: dict[str, Any], plots_dir: Path) -> list[Path]:
                xticks=range(len(resid["positions"])), xticklabels=resid["positions"],
                yticks=range(len(resid["labels"])), yticklabels=resid["labels"])
         fig.colorbar(im, ax=ax, label=what)
-    fig.tight_layout()
     paths = [plots_dir / "patching_resid.png", plots_dir / "patching_components.png"]
-    fig.savefig(paths[0], dpi=120)
-    plt.close(fig)
+    save_figure(fig, paths[0])
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), squeeze=False)
     layers = np.array(comps["layers"])
     for ax, d in zip(axes[0], ("denoise", "noise"), strict=True):
@@ -386,7 +385,5 @@ def plot_patching(result: dict[str, Any], plots_dir: Path) -> list[Path]:
         ax.set(title=f"{d}: {title}", xlabel="layer", ylabel=what)
         ax.axhline(0, color="grey", lw=0.8)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(paths[1], dpi=120)
-    plt.close(fig)
+    save_figure(fig, paths[1])
     return paths

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from probe.analysis import targets as tg
 from probe.errors import ConfigError, DataError
 from probe.io import atomic_write_bytes, atomic_write_json, read_json
+from probe.plots import save_figure
 
 KINDS = ("logreg", "diffmeans")
 DEFAULT_CS = (1e-3, 1e-2, 1e-1, 1.0)
@@ -418,12 +419,7 @@ def plot_probes(probes_json: Path | dict[str, Any], out_png: Path) -> Path:
     for ax in axes.ravel()[len(live):]:
         ax.axis("off")
     fig.suptitle("Linear probe accuracy by layer (grouped CV; grey = shuffled-label control)")
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=120)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png)
 
 
 def _plot_target(ax: Any, name: str, target: dict[str, Any], kinds: list[str]) -> None:

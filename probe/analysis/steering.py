@@ -32,6 +32,7 @@ from probe.hooks import Capture, HookFn, hooked
 from probe.inference import Engine
 from probe.models import LoadedModel
 from probe.pipeline import Unit, plan_batches, run_batch
+from probe.plots import save_figure
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +209,4 @@ def plot_steering(result: dict[str, Any], path: Path) -> Path:
                      f"{result['meta']['instruction']} - baseline",
                xlabel="alpha (multiples of the direction)", ylabel="bias score")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
