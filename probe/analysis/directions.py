@@ -26,7 +26,7 @@ import numpy as np
 from probe.analysis import targets as tg
 from probe.errors import DataError
 from probe.io import atomic_write_bytes, atomic_write_json, read_json
-from probe.plots import save_figure
+from probe.plots import pyplot, save_figure
 
 BIAS_KINDS = ("diffmeans", "logreg")
 
@@ -161,10 +161,7 @@ def load_direction(run_dir: Path, instruction: str, hook: str,
 
 def plot_cosines(directions_json: Path | dict[str, Any], out_png: Path) -> Path:
     """Cosine of each pair's shift with the bias direction, and the shift size, per layer."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     data = directions_json if isinstance(directions_json, dict) else read_json(directions_json)
     fig, (ax_cos, ax_norm) = plt.subplots(1, 2, figsize=(12, 4.2))

@@ -26,7 +26,7 @@ from probe.errors import ConfigError
 from probe.hooks import Capture, resid_hook_names
 from probe.inference import Engine
 from probe.models import LoadedModel
-from probe.plots import save_figure
+from probe.plots import pyplot, save_figure
 
 
 def lens_logprobs(loaded: LoadedModel, resid: torch.Tensor) -> torch.Tensor:
@@ -124,12 +124,8 @@ def run_lens(run_dir: str, conditions: list[str] | None = None, limit: int | Non
 
 def plot_lens(result: dict[str, Any], path: Path) -> Path:
     """p(unbiased letter) solid and p(biased letter) dashed per layer, a colour per condition."""
-    import matplotlib
+    plt = pyplot()
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
     labels = result["meta"]["layer_labels"]
     xs = np.arange(len(labels))
     fig, (ax, ax_diff) = plt.subplots(1, 2, figsize=(max(12, 0.5 * len(labels) + 4), 4.5))

@@ -36,7 +36,7 @@ from probe.errors import ConfigError
 from probe.hooks import Capture, HookFn, hooked
 from probe.inference import Engine
 from probe.models import LoadedModel
-from probe.plots import save_figure
+from probe.plots import pyplot, save_figure
 from probe.scoring.stats import bootstrap_ci
 
 THRESHOLD = 0.1  # logits: a smaller mean source-target gap makes the ratio meaningless
@@ -352,10 +352,7 @@ def _value(cell: dict[str, Any], reliable: bool) -> float:
 
 def plot_patching(result: dict[str, Any], plots_dir: Path) -> list[Path]:
     """Heatmap (layer x position) and per-layer component bars, denoising and noising."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     plots_dir.mkdir(parents=True, exist_ok=True)
     reliable = bool(result["metric"]["gap"]["reliable"])

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from probe.analysis import targets as tg
 from probe.errors import ConfigError, DataError
 from probe.io import atomic_write_bytes, atomic_write_json, read_json
-from probe.plots import save_figure
+from probe.plots import pyplot, save_figure
 
 KINDS = ("logreg", "diffmeans")
 DEFAULT_CS = (1e-3, 1e-2, 1e-1, 1.0)
@@ -404,10 +404,7 @@ def run_probes(run_dir: Path, targets: list[str] | None = None,
 
 def plot_probes(probes_json: Path | dict[str, Any], out_png: Path) -> Path:
     """Accuracy per layer, one panel per target, one line per kind, with the control band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     data = probes_json if isinstance(probes_json, dict) else read_json(probes_json)
     live = {n: t for n, t in data["targets"].items() if t.get("layers")}

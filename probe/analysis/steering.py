@@ -32,7 +32,7 @@ from probe.hooks import Capture, HookFn, hooked
 from probe.inference import Engine
 from probe.models import LoadedModel
 from probe.pipeline import Unit, plan_batches, run_batch
-from probe.plots import save_figure
+from probe.plots import pyplot, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -190,12 +190,8 @@ def run_steering(run_dir: str, instruction: str, layers: list[int] | None = None
 
 def plot_steering(result: dict[str, Any], path: Path) -> Path:
     """Dose-response: bias score against alpha, a line per layer, dashed random control."""
-    import matplotlib
+    plt = pyplot()
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, cc in zip(axes, ("ambig", "disambig"), strict=True):
         for i, layer in enumerate(result["meta"]["layers"]):
