@@ -50,19 +50,21 @@ class Capture:
         """Forget the previous batch."""
         self._store = {}
 
-    def _fn(self, name: str) -> HookFn:
+    def _fn(self, name: str, end: int | None) -> HookFn:
         def hook(tensor: torch.Tensor, hook: Any) -> None:
             if name not in self._store:
+                stop = tensor.shape[1] if end is None else end
                 # non_blocking lets a GPU copy overlap with the next layer's compute.
-                self._store[name] = tensor[:, -self.n_positions:, :].detach().to(
+                self._store[name] = tensor[:, stop - self.n_positions:stop, :].detach().to(
                     "cpu", non_blocking=True)
             return None
 
         return hook
 
-    def hooks(self) -> list[tuple[str, HookFn]]:
-        """The (name, fn) pairs to attach."""
-        return [(name, self._fn(name)) for name in self.hook_names]
+    def hooks(self, end: int | None = None) -> list[tuple[str, HookFn]]:
+        """The (name, fn) pairs to attach; ``end`` is the column after the prompt when the
+        pass holds more than the prompt (packed options), else the sequence end."""
+        return [(name, self._fn(name, end)) for name in self.hook_names]
 
     def take(self) -> dict[str, torch.Tensor]:
         """The captured tensors of the last batch (synchronised, on CPU)."""

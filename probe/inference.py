@@ -16,6 +16,7 @@ import torch
 
 from probe.hooks import Capture, HookFn, hooked
 from probe.models import LoadedModel
+from probe.packing import option_logprob_sums, pack_options
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -139,22 +140,29 @@ class Engine:
     def option_logprobs_batch(self, texts: Sequence[str], options: Sequence[Sequence[str]],
                               capture: Capture | None = None,
                               hooks: Sequence[tuple[str, HookFn]] = ()) -> list[list[float]]:
-        """Mean log-prob per token of each option continuing its prompt.
+        """Mean log-prob per token of each option continuing its prompt, in one forward pass.
 
-        The prompt runs once; its KV cache is repeated for each option, and the options'
-        remaining tokens run in one right-padded pass (a shared-prefix forward).
+        Prompt and option tails are packed into one row per prompt with a block attention
+        mask (see :mod:`probe.packing`). ``capture`` reads the prompt's columns; ``hooks``
+        see the whole packed row (columns before ``prompt_end`` are the prompt).
         """
         n_opt = len(options[0])
         if any(len(o) != n_opt for o in options):
             raise ValueError("every prompt in a batch needs the same number of options")
         conts = [[self._continuation_ids(o) for o in opts] for opts in options]
-        multi = any(len(ids) > 1 for row in conts for ids in row)
-        first, cache, batch = self.forward_last(texts, capture, hooks, use_cache=multi)
-        sums = torch.tensor([[first[b, ids[0]].item() for ids in row]
-                             for b, row in enumerate(conts)])
-        if multi:
-            sums += self._rest_logprobs(conts, cache, batch, hooks)
-        lengths = torch.tensor([[len(ids) for ids in row] for row in conts], dtype=torch.float)
+        batch = self.encode(texts)
+        packed = pack_options(batch.input_ids, batch.attention_mask, conts,
+                              self.tokenizer.pad_token_id)
+        width = packed.input_ids.shape[1]
+        all_hooks = [*(capture.hooks(end=packed.prompt_end) if capture else []), *hooks]
+        with hooked(self.loaded.bridge, all_hooks):
+            out = self.model(input_ids=packed.input_ids,
+                             attention_mask=packed.additive_mask(self.model.dtype),
+                             position_ids=packed.position_ids, use_cache=False,
+                             logits_to_keep=width - packed.prompt_end + 1)
+        sums = option_logprob_sums(torch.log_softmax(out.logits.float(), dim=-1), packed)
+        lengths = torch.tensor([[len(ids) for ids in row] for row in conts],
+                               dtype=torch.float64)
         return (sums / lengths).tolist()
 
     def _continuation_ids(self, text: str) -> list[int]:
@@ -162,34 +170,6 @@ class Engine:
         if not ids:
             raise ValueError(f"option {text!r} tokenizes to nothing")
         return list(ids)
-
-    def _rest_logprobs(self, conts: list[list[list[int]]], cache: Any, batch: Batch,
-                       hooks: Sequence[tuple[str, HookFn]]) -> torch.Tensor:
-        """Sum of log-probs of option tokens 2..n, given the prompt's KV cache."""
-        n_batch, n_opt = len(conts), len(conts[0])
-        flat = [ids for row in conts for ids in row]
-        width = max(len(ids) for ids in flat) - 1
-        pad = self.tokenizer.pad_token_id
-        dev = batch.input_ids.device
-        inp = torch.full((len(flat), width), pad, dtype=torch.long, device=dev)
-        mask = torch.zeros((len(flat), width), dtype=batch.attention_mask.dtype, device=dev)
-        for i, ids in enumerate(flat):
-            inp[i, :len(ids) - 1] = torch.tensor(ids[:-1])
-            mask[i, :len(ids) - 1] = 1
-        cache.batch_repeat_interleave(n_opt)
-        prompt_mask = batch.attention_mask.repeat_interleave(n_opt, dim=0)
-        start = torch.tensor(batch.lengths, device=dev).repeat_interleave(n_opt)[:, None]
-        with hooked(self.loaded.bridge, list(hooks)):
-            out = self.model(input_ids=inp, attention_mask=torch.cat([prompt_mask, mask], 1),
-                             position_ids=start + torch.arange(width, device=dev)[None],
-                             past_key_values=cache, use_cache=True)
-        logprobs = torch.log_softmax(out.logits.float(), dim=-1)
-        sums = torch.zeros(len(flat))
-        for i, ids in enumerate(flat):
-            targets = torch.tensor(ids[1:], dtype=torch.long, device=dev)
-            steps = torch.arange(len(ids) - 1, device=dev)
-            sums[i] = logprobs[i, steps, targets].sum().cpu()
-        return sums.view(n_batch, n_opt)
 
     @torch.inference_mode()
     def option_logprobs_reference(self, text: str, options: Sequence[str]) -> list[float]:

@@ -68,7 +68,7 @@ def test_known_answer(real_model):
     assert "Paris" in engine.generate_batch([text], max_new_tokens=12)[0]
 
 
-def test_shared_prefix_likelihood_equals_full_forward(real_model, bbq_prompts):
+def test_packed_likelihood_equals_full_forward(real_model, bbq_prompts):
     engine = Engine(real_model, batch_size=4)
     options = [["The grandfather", "The grandson", "Can't be determined"]] * 4
     fast = engine.option_logprobs_batch(bbq_prompts[:4], options)

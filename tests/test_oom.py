@@ -1,6 +1,6 @@
 """Out-of-memory backoff: a run whose batches do not fit finishes with the same results.
 
-OOM is simulated by making the engine's forward / generate raise
+OOM is simulated by making the engine's forward / scoring / generate raise
 ``torch.cuda.OutOfMemoryError`` when handed more than two prompts.
 """
 
@@ -61,6 +61,7 @@ def test_run_survives_oom_with_identical_results(tmp_path, monkeypatch, tiny, da
     calls: list[int] = []
     wrap = _oom_above(MAX_FIT, calls)
     monkeypatch.setattr(Engine, "forward_last", wrap(Engine.forward_last))
+    monkeypatch.setattr(Engine, "option_logprobs_batch", wrap(Engine.option_logprobs_batch))
     monkeypatch.setattr(Engine, "generate_batch", wrap(Engine.generate_batch))
     oom = run_study(_cfg(data_dir, batch_size=4, **opts), tmp_path / "oom", loaded=tiny)
     assert max(calls) > MAX_FIT, "the simulated OOM never triggered"

@@ -1,0 +1,114 @@
+"""Pack prompts and their answer options into one sequence per prompt, for one forward pass.
+
+Scoring ``n`` options by likelihood needs ``log p(option | prompt)`` for each. Running
+prompt+option ``n`` times repeats the prompt; a KV cache avoids that but costs a second
+pass and ``n`` copies of the cache. Packing does it in one pass over barely more tokens than
+the prompt alone::
+
+    [pad pad p0 p1 p2 p3][a0 a1][b0][c0 c1 c2][pad]
+     left-padded prompt   option tails       right pad
+
+Each option contributes all tokens but its last (its first token is predicted from the
+prompt's last position, token ``j + 1`` from the option's own token ``j``). A block mask lets
+option tokens see the prompt and the earlier tokens of *their own* option only, and their
+position ids continue from the prompt's length, so each option is computed exactly as if it
+alone followed the prompt. Prompt columns see only the prompt (causal), so anything read at
+prompt positions (cached activations) is the same as in a prompt-only pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+PROMPT, PAD = -1, -2  # segment ids of prompt and padding columns; options are 0..n-1
+
+
+@dataclass
+class Packed:
+    """One batch of packed prompt+options rows, ready for the model.
+
+    ``prompt_end`` is the column after the prompt (the same for every row: prompts are
+    left-padded); ``tail_cols[b][k]`` are the columns holding option ``k``'s tail in row ``b``.
+    """
+
+    input_ids: torch.Tensor  # (batch, length)
+    allowed: torch.Tensor  # (batch, 1, length, length) bool: query may attend to key
+    position_ids: torch.Tensor  # (batch, length)
+    prompt_end: int
+    conts: list[list[list[int]]]
+    tail_cols: list[list[list[int]]]
+
+    def additive_mask(self, dtype: torch.dtype) -> torch.Tensor:
+        """The mask as eager attention adds it to scores: 0 where allowed, a large negative
+        (not -inf, so no row's softmax turns into NaN) elsewhere."""
+        mask = torch.zeros(self.allowed.shape, dtype=dtype, device=self.allowed.device)
+        return mask.masked_fill_(~self.allowed, torch.finfo(dtype).min)
+
+
+def pack_options(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                 conts: list[list[list[int]]], pad_id: int) -> Packed:
+    """Append each row's option tails to its left-padded prompt and build the block mask."""
+    n_batch, width = prompt_ids.shape
+    tails = [[ids[:-1] for ids in row] for row in conts]
+    length = width + max(sum(len(t) for t in row) for row in tails)
+    dev = prompt_ids.device
+    ids = torch.full((n_batch, length), pad_id, dtype=torch.long)
+    segment = torch.full((n_batch, length), PAD, dtype=torch.long)
+    positions = torch.zeros((n_batch, length), dtype=torch.long)
+    ids[:, :width] = prompt_ids.cpu()
+    mask = prompt_mask.cpu().bool()
+    segment[:, :width] = torch.where(mask, PROMPT, PAD)
+    # Positions count real tokens only, as for any left-padded prompt.
+    positions[:, :width] = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    lengths = mask.sum(-1).tolist()
+    tail_cols: list[list[list[int]]] = []
+    for b, row in enumerate(tails):
+        col, cols_b = width, []
+        for k, tail in enumerate(row):
+            end = col + len(tail)
+            ids[b, col:end] = torch.tensor(tail, dtype=torch.long)
+            segment[b, col:end] = k
+            positions[b, col:end] = lengths[b] + torch.arange(len(tail))
+            cols_b.append(list(range(col, end)))
+            col = end
+        tail_cols.append(cols_b)
+    return Packed(ids.to(dev), _block_mask(segment).to(dev), positions.to(dev), width,
+                  conts, tail_cols)
+
+
+def _block_mask(segment: torch.Tensor) -> torch.Tensor:
+    """Causal, and a key is visible if it is prompt or in the query's own option."""
+    length = segment.shape[1]
+    query, key = segment[:, :, None], segment[:, None, :]
+    causal = torch.ones(length, length, dtype=torch.bool).tril()[None]
+    allowed = causal & ((key == PROMPT) | (key == query)) & (query != PAD)
+    # Every column sees at least itself, so padding rows stay finite (their outputs are
+    # never read, but a NaN there would reach other rows through 0 * NaN in attention).
+    allowed |= torch.eye(length, dtype=torch.bool)[None]
+    return allowed[:, None]
+
+
+def option_logprob_sums(logprobs: torch.Tensor, packed: Packed) -> torch.Tensor:
+    """Sum of log-probs of every option's tokens, shape (batch, n_options).
+
+    ``logprobs`` are the log-softmaxed logits from column ``prompt_end - 1`` to the end.
+    """
+    first = packed.prompt_end - 1
+    rows, cols, targets, owner = [], [], [], []
+    for b, (conts, cols_b) in enumerate(zip(packed.conts, packed.tail_cols, strict=True)):
+        for k, (ids, tail) in enumerate(zip(conts, cols_b, strict=True)):
+            # Token 0 is read at the prompt's last column, token j + 1 at tail column j.
+            for col, target in zip([first, *tail], ids, strict=True):
+                rows.append(b)
+                cols.append(col - first)
+                targets.append(target)
+                owner.append(b * len(conts) + k)
+    dev = logprobs.device
+    picked = logprobs[torch.tensor(rows, device=dev), torch.tensor(cols, device=dev),
+                      torch.tensor(targets, device=dev)].float().cpu()
+    n_batch, n_opt = len(packed.conts), len(packed.conts[0])
+    sums = torch.zeros(n_batch * n_opt, dtype=torch.float64)
+    sums.index_add_(0, torch.tensor(owner), picked.double())
+    return sums.view(n_batch, n_opt)
