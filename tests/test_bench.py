@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 
 import pytest
 import torch
 from click.testing import CliRunner
 
 from probe import bench
+from probe.bench.memory import study_child
 from probe.cli import ProbeGroup
 from probe.commands.scale import bench_cmd
 from probe.errors import ConfigError
@@ -57,9 +59,9 @@ def test_plain_copy_has_the_same_weights(tiny):
 
 
 def test_caching_memory_child_reports_rows(data_dir, capsys):
-    spec = {**bench.asdict(bench.BenchConfig(model="tiny-random", data_dir=str(data_dir),
-                                             batch_size=4)), "memory_limits": [1]}
-    bench._study_child(spec)
+    spec = {**asdict(bench.BenchConfig(model="tiny-random", data_dir=str(data_dir),
+                                       batch_size=4)), "memory_limits": [1]}
+    study_child(spec)
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["rows"] > 0 and report["limit_per_category"] == 1
     assert report["process_maxrss_mb"] >= report["rss_before_study_mb"] > 0

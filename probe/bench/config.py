@@ -1,0 +1,52 @@
+"""Settings and result rows of ``probe bench``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from probe.models import DEFAULT_MODEL
+
+TARGETS = {"probe generate": 0.8, "probe generate + capture": 0.7, "probe letter": 0.9,
+           "probe letter + capture": 0.7, "probe text": 0.9}
+# Llama-2-7B's architecture (random weights); the vocabulary is the tokenizer's.
+SHAPES: dict[str, dict[str, Any]] = {"llama-7b": dict(
+    hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+    num_key_value_heads=32, max_position_embeddings=4096, rms_norm_eps=1e-5)}
+
+
+@dataclass
+class BenchConfig:
+    """What to measure; defaults keep a CPU run of the embedded model near 3 minutes."""
+
+    model: str = DEFAULT_MODEL
+    shape: str | None = None
+    force: bool = False
+    n_items: int = 8
+    batch_size: int = 4
+    new_tokens: int = 8
+    repeats: int = 3
+    device: str = "cpu"
+    dtype: str = "float32"
+    data_dir: str = "data"
+    threads: int | None = None  # torch CPU threads; None keeps torch's default
+    memory_limits: list[int] = field(default_factory=lambda: [1, 4])  # items per category
+
+
+@dataclass
+class Row:
+    """One measured configuration; ``ratio`` is reference time / this row's time."""
+
+    name: str
+    group: str
+    reference: str | None
+    seconds: float = 0.0
+    best: float = 0.0
+    items_per_s: float = 0.0
+    tokens_per_s: float = 0.0
+    peak_mb: float = 0.0
+    ratio: float | None = None
+    target: float | None = None
+    status: str = ""
+    same_output: bool | None = None
+

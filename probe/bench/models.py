@@ -1,0 +1,99 @@
+"""The models and prompts a benchmark measures: bridged, plain copies, random-weight shapes."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from probe.bench.config import SHAPES
+from probe.errors import ConfigError
+from probe.models import DEFAULT_MODEL, LoadedModel
+
+
+def shape_config(shape: str, vocab_size: int, bos: int | None = None,
+                 eos: int | None = None) -> Any:
+    """The Hugging Face config of a named architecture (``SHAPES``) with this vocabulary."""
+    from transformers import AutoConfig
+
+    if shape not in SHAPES:
+        raise ConfigError(f"--shape {shape!r}: known shapes are {', '.join(SHAPES)}")
+    return AutoConfig.for_model("llama", vocab_size=vocab_size, bos_token_id=bos,
+                                eos_token_id=eos, **SHAPES[shape])
+
+
+def shape_model(shape: str, device: str, dtype: str, force: bool) -> LoadedModel:
+    """A bridged random-weight model with the named architecture (e.g. Llama-2-7B), using
+    the embedded model's tokenizer (so its vocabulary: 49152 tokens, not Llama's 32000)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from probe.models import _converted_dir, bridge_from_hf, embedded_gguf, resolve_dtype
+
+    if not device.startswith("cuda") and not force:
+        raise ConfigError(f"--shape {shape} builds a ~7B-parameter model (about 14 GB in "
+                          f"bfloat16, twice that with the reference copy); run it on a GPU "
+                          f"with --device cuda, or pass --force")
+    tokenizer = AutoTokenizer.from_pretrained(
+        str(_converted_dir(DEFAULT_MODEL, embedded_gguf(DEFAULT_MODEL))))
+    config = shape_config(shape, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=resolve_dtype(dtype))
+    return bridge_from_hf(f"{shape}-shape", model, tokenizer, device, dtype, source=shape)
+
+
+def plain_copy(loaded: LoadedModel, attn: str) -> Any:
+    """An un-bridged Hugging Face model holding a copy of ``loaded``'s weights."""
+    from transformers import AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
+
+    bridged = loaded.hf_model
+    # The weights are overwritten below: skip the (slow) random initialisation.
+    with torch.device(loaded.device), no_init_weights():
+        ref = AutoModelForCausalLM.from_config(copy.deepcopy(bridged.config),
+                                               attn_implementation=attn, dtype=bridged.dtype)
+    # The bridge wraps each module as `<name>._original_component`; strip that to get HF keys.
+    state = {k.replace("._original_component", ""): v for k, v in bridged.state_dict().items()}
+    missing = ref.load_state_dict(state, strict=False).missing_keys
+    if missing:
+        raise RuntimeError(f"weights not found in the bridged model: {missing[:3]}")
+    return ref.eval()
+
+
+@dataclass
+class Prompts:
+    """Rendered prompts of each kind, sorted longest first, with likelihood options."""
+
+    generate: list[str]
+    letter: list[str]
+    letter_options: list[list[str]]
+    text: list[str]
+    text_options: list[list[str]]
+
+
+def bench_prompts(loaded: LoadedModel, data_dir: str, n_items: int) -> Prompts:
+    """``n_items`` BBQ items (spread over categories) under the baseline condition."""
+    from probe.conditions import get_condition
+    from probe.data.bbq import CATEGORIES, load_bbq
+    from probe.prompts import render
+    from probe.scoring_modes import mode_prefix, option_texts
+
+    items, _ = load_bbq(Path(data_dir), limit=max(1, math.ceil(n_items / len(CATEGORIES))))
+    items = items[:n_items]
+    tok = loaded.tokenizer
+    items.sort(key=lambda it: -len(tok(get_condition("baseline").build(it).final.user).input_ids))
+    out: dict[str, tuple[list[str], list[list[str]]]] = {}
+    for mode in ("generate", "letter", "text"):
+        texts, options = [], []
+        for item in items:
+            final = get_condition("baseline").build(item).final
+            prefix = final.assistant_prefix + mode_prefix(item, mode)
+            texts.append(render(tok, loaded.chat, [], final.user, prefix))
+            options.append(option_texts(item, mode, prefix))
+        out[mode] = (texts, options)
+    return Prompts(out["generate"][0], *out["letter"], *out["text"])
+

@@ -1,0 +1,112 @@
+"""The measured rows: plain Hugging Face references and probe's engine on the same batches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from probe.bench.config import TARGETS, BenchConfig, Row
+from probe.bench.models import Prompts, plain_copy
+from probe.models import LoadedModel
+
+# A task runs every batch, or only the first when warming up; it returns the outputs to
+# compare with the reference row's and the number of tokens it processed.
+Task = Callable[[bool], tuple[list[str] | None, int]]
+
+
+def _chunks(xs: list[Any], size: int, warm: bool = False) -> list[list[Any]]:
+    return [xs[i:i + size] for i in range(0, len(xs), size)][:1 if warm else None]
+
+
+def _hf_generate(model: Any, loaded: LoadedModel, texts: list[str], cfg: BenchConfig,
+                 eos: list[int]) -> Task:
+    from transformers import GenerationConfig
+
+    tok = loaded.tokenizer
+    gen = GenerationConfig(max_new_tokens=cfg.new_tokens, do_sample=False, num_beams=1,
+                           pad_token_id=tok.pad_token_id, eos_token_id=eos)
+
+    @torch.inference_mode()
+    def task(warm: bool = False) -> tuple[list[str] | None, int]:
+        outs, n_new = [], 0
+        for chunk in _chunks(texts, cfg.batch_size, warm):
+            enc = tok(chunk, add_special_tokens=False, padding=True, return_tensors="pt")
+            enc = enc.to(loaded.device)
+            new = model.generate(**enc, generation_config=gen)[:, enc.input_ids.shape[1]:]
+            # New tokens up to and including the first EOS (the rest is padding).
+            is_eos = torch.isin(new, torch.tensor(eos, device=new.device))
+            n_new += int((is_eos.cumsum(-1) - is_eos.long() == 0).sum())
+            outs += tok.batch_decode(new, skip_special_tokens=True)
+        return outs, n_new
+
+    return task
+
+
+def _hf_forward(model: Any, loaded: LoadedModel, texts: list[str], size: int) -> Task:
+    tok = loaded.tokenizer
+
+    @torch.inference_mode()
+    def task(warm: bool = False) -> tuple[list[str] | None, int]:
+        n_tokens = 0
+        for chunk in _chunks(texts, size, warm):
+            enc = tok(chunk, add_special_tokens=False, padding=True, return_tensors="pt")
+            enc = enc.to(loaded.device)
+            positions = (enc.attention_mask.cumsum(-1) - 1).clamp(min=0)
+            out = model(**enc, position_ids=positions, logits_to_keep=1)
+            torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+            n_tokens += int(enc.attention_mask.sum())
+        return None, n_tokens
+
+    return task
+
+
+def _probe_task(engine: Any, texts: list[str], options: list[list[str]] | None,
+                cfg: BenchConfig, capture: Any = None) -> Task:
+    def task(warm: bool = False) -> tuple[list[str] | None, int]:
+        outs: list[str] = []
+        for i, chunk in enumerate(_chunks(texts, cfg.batch_size, warm)):
+            if capture is not None:
+                capture.reset()
+            if options is None:
+                outs += engine.generate_batch(chunk, cfg.new_tokens, capture=capture)
+            else:
+                opts = options[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+                engine.option_logprobs_batch(chunk, opts, capture=capture)
+            if capture is not None:
+                capture.take()
+        return (outs if options is None else None), 0
+
+    return task
+
+
+def plan_rows(loaded: LoadedModel, prompts: Prompts, cfg: BenchConfig) -> list[tuple[Row, Task]]:
+    from probe.hooks import Capture, resid_hook_names
+    from probe.inference import Engine
+
+    engine = Engine(loaded, cfg.batch_size)
+    eager, sdpa = plain_copy(loaded, "eager"), plain_copy(loaded, "sdpa")
+    capture = Capture(resid_hook_names(loaded.n_layers), 1)
+    eos, b = engine.eos_ids(), cfg.batch_size
+    gen, ref_g = prompts.generate, "hf generate (eager)"
+    ref_l, ref_t = "hf forward (eager) letter", "hf forward (eager) text"
+    spec: list[tuple[str, str, str | None, Task]] = [
+        (ref_g, "generate", None, _hf_generate(eager, loaded, gen, cfg, eos)),
+        ("hf generate (sdpa)", "generate", ref_g, _hf_generate(sdpa, loaded, gen, cfg, eos)),
+        ("probe generate", "generate", ref_g, _probe_task(engine, gen, None, cfg)),
+        ("probe generate + capture", "generate", ref_g,
+         _probe_task(engine, gen, None, cfg, capture)),
+        (ref_l, "letter", None, _hf_forward(eager, loaded, prompts.letter, b)),
+        ("hf forward (sdpa) letter", "letter", ref_l, _hf_forward(sdpa, loaded, prompts.letter, b)),
+        ("probe letter", "letter", ref_l,
+         _probe_task(engine, prompts.letter, prompts.letter_options, cfg)),
+        ("probe letter + capture", "letter", ref_l,
+         _probe_task(engine, prompts.letter, prompts.letter_options, cfg, capture)),
+        (ref_t, "text", None, _hf_forward(eager, loaded, prompts.text, b)),
+        ("probe text", "text", ref_t,
+         _probe_task(engine, prompts.text, prompts.text_options, cfg)),
+    ]
+    return [(Row(name, group, ref, target=TARGETS.get(name)), task)
+            for name, group, ref, task in spec]
+
