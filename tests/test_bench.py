@@ -49,6 +49,26 @@ def test_bench_command_reports_every_row(tmp_path, data_dir):
     assert all(r["same_output"] for r in data["rows"] if r["group"] == "generate"
                and r["reference"] is not None)
     assert data["meta"]["n_items"] == 3 and data["memory"] == []
+    # Prompt-pass rows carry a FLOP rate and its share of the measured matmul rate.
+    peak = data["meta"]["matmul_tflops"]
+    assert peak > 0 and "TFLOP/s" in result.output
+    for row in data["rows"]:
+        if row["group"] == "generate":
+            assert row["tflops"] is None
+        else:
+            assert row["peak_share"] == pytest.approx(row["tflops"] / peak)
+    proj = data["projection"]
+    assert proj["conditions"] == ["baseline", "instruct-1", "instruct-2", "instruct-3"]
+    letter = next(r for r in data["rows"] if r["name"] == "probe letter")
+    assert proj["tokens_per_s"] == letter["tokens_per_s"] and "projection" in result.output
+
+
+def test_bench_refuses_unknown_projection_condition(data_dir):
+    group = ProbeGroup(name="probe")
+    group.add_command(bench_cmd)
+    result = CliRunner().invoke(group, ["bench", "--model", "tiny-random", "--data-dir",
+                                        str(data_dir), "--project-condition", "nope"])
+    assert result.exit_code == 2 and "nope" in result.output
 
 
 def test_plain_copy_has_the_same_weights(tiny):

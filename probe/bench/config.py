@@ -31,6 +31,9 @@ class BenchConfig:
     data_dir: str = "data"
     threads: int | None = None  # torch CPU threads; None keeps torch's default
     memory_limits: list[int] = field(default_factory=lambda: [1, 4])  # items per category
+    # Conditions of the full-BBQ time projection (None: no projection).
+    project_conditions: list[str] | None = field(
+        default_factory=lambda: ["baseline", "instruct-1", "instruct-2", "instruct-3"])
 
 
 @dataclass
@@ -49,4 +52,6 @@ class Row:
     target: float | None = None
     status: str = ""
     same_output: bool | None = None
+    tflops: float | None = None  # useful prompt-pass FLOP rate (forward/likelihood rows)
+    peak_share: float | None = None  # tflops / the device's measured matmul rate
 

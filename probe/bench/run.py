@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from probe.bench.config import BenchConfig, Row
+from probe.bench.flops import forward_flops, matmul_tflops, project_study
 from probe.bench.memory import caching_memory, peak_memory
 from probe.bench.models import Prompts, bench_prompts, shape_model
 from probe.bench.tasks import Task, plan_rows
@@ -91,6 +92,30 @@ def run_bench(cfg: BenchConfig, memory: bool = True) -> dict[str, Any]:
     meta = _meta(cfg, loaded, prompts)
     rows = measure(plan_rows(loaded, prompts, cfg), cfg.repeats, cfg.device, len(prompts.generate))
     meta["load_avg_1m_after"] = os.getloadavg()[0]
-    return {"meta": meta, "rows": [asdict(r) for r in rows],
+    meta["matmul_tflops"] = matmul_tflops(cfg.device, cfg.dtype)
+    add_flop_rates(rows, loaded, prompts, meta["matmul_tflops"])
+    projection = None
+    if cfg.project_conditions:
+        letter = next(r for r in rows if r.name == "probe letter")
+        projection = project_study(loaded, cfg.data_dir, cfg.project_conditions,
+                                   letter.tokens_per_s)
+    return {"meta": meta, "rows": [asdict(r) for r in rows], "projection": projection,
             "memory": caching_memory(cfg) if memory else []}
+
+
+def add_flop_rates(rows: list[Row], loaded: LoadedModel, prompts: Prompts,
+                   matmul: float) -> None:
+    """Fill in each forward/likelihood row's useful FLOP rate and its share of ``matmul``.
+
+    Every row of a group is credited with the same useful work, that of its reference (one
+    prompt-only pass; probe's extra option tokens in text mode count as overhead).
+    """
+    tok = loaded.tokenizer
+    texts = {"letter": prompts.letter, "text": prompts.text}
+    for row in rows:
+        if row.group not in texts:
+            continue
+        lengths = [len(tok(t, add_special_tokens=False).input_ids) for t in texts[row.group]]
+        row.tflops = forward_flops(loaded.hf_model, lengths) / row.seconds / 1e12
+        row.peak_share = row.tflops / matmul
 

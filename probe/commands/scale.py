@@ -12,39 +12,6 @@ import click
 from probe.models import DEFAULT_MODEL
 
 
-def format_bench(result: dict[str, Any]) -> str:
-    """The benchmark as a plain-text table, with the caching-memory check below it."""
-    meta = result["meta"]
-    lines = [
-        f"{meta['model']} ({meta['n_params'] / 1e6:.1f}M params, bridged attention "
-        f"{meta['attn_bridged']}), {meta['device']} {meta['dtype']}, {meta['n_items']} BBQ "
-        f"prompts (mean {meta['mean_prompt_tokens']:.0f} tokens), batch {meta['batch_size']}, "
-        f"{meta['new_tokens']} new tokens, median of {meta['repeats']}",
-        f"{meta['date']}; {meta['cpu']} x{meta['cpu_count']}"
-        + (f"; {meta['gpu']}" if meta["gpu"] else "")
-        + f"; torch {meta['torch']} ({meta['torch_threads']} threads); load avg "
-        f"{meta['load_avg_1m']:.1f} -> {meta['load_avg_1m_after']:.1f}", "",
-        f"{'row':30} {'items/s':>8} {'tok/s':>8} {'median s':>9} {'best s':>7} "
-        f"{'peak MB':>8} {'ratio':>6} {'target':>6}  status  same out",
-    ]
-    for row in result["rows"]:
-        ratio = "ref" if row["reference"] is None else f"{row['ratio']:.2f}"
-        target = "" if row["target"] is None else f">={row['target']:.1f}"
-        same = "" if row["same_output"] is None else ("yes" if row["same_output"] else "NO")
-        lines.append(
-            f"{row['name']:30} {row['items_per_s']:8.2f} {row['tokens_per_s']:8.1f} "
-            f"{row['seconds']:9.3f} {row['best']:7.3f} {row['peak_mb']:8.1f} {ratio:>6} "
-            f"{target:>6}  {row['status'] or '':6}  {same}")
-    lines.append("tok/s: prompt tokens for forward/likelihood rows, new tokens for generate rows;"
-                 " peak MB: above the level before the row")
-    if result["memory"]:
-        lines += ["", "caching memory: run_study(cache_acts=True), letter mode, fresh process each"]
-        for m in result["memory"]:
-            lines.append(f"  {m['rows']:5d} rows: study peak +{m['study_peak_mb']:.1f} MB, "
-                         f"process max RSS {m['process_maxrss_mb']:.1f} MB")
-    return "\n".join(lines)
-
-
 @click.command("bench")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True,
               help="Model to measure (tiny-random for a smoke test).")
@@ -63,12 +30,19 @@ def format_bench(result: dict[str, Any]) -> str:
 @click.option("--memory-limit", "memory_limits", type=int, multiple=True,
               help="BBQ items per category of the caching-memory runs (default 1 and 4).")
 @click.option("--no-memory", is_flag=True, help="Skip the caching-memory runs.")
+@click.option("--project-condition", "project_conditions", multiple=True,
+              help="Conditions of the full-BBQ time projection (default: baseline, "
+                   "instruct-1..3).")
+@click.option("--no-projection", is_flag=True, help="Skip the full-BBQ time projection.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
               help="Also write the numbers to this JSON file.")
 def bench_cmd(data_dir: Path | None, dtype: str | None, memory_limits: tuple[int, ...],
-              no_memory: bool, json_out: Path | None, **opts: Any) -> None:
+              no_memory: bool, project_conditions: tuple[str, ...], no_projection: bool,
+              json_out: Path | None, **opts: Any) -> None:
     """Throughput and memory of probe generation, caching and likelihoods vs plain HF."""
     from probe.bench import BenchConfig, run_bench
+    from probe.bench.report import format_bench
+    from probe.conditions import get_condition
     from probe.data.registry import default_data_dir
     from probe.errors import ConfigError
     from probe.io import atomic_write_json
@@ -80,6 +54,12 @@ def bench_cmd(data_dir: Path | None, dtype: str | None, memory_limits: tuple[int
                       dtype=dtype or ("bfloat16" if opts["shape"] else "float32"), **opts)
     if memory_limits:
         cfg.memory_limits = list(memory_limits)
+    if project_conditions:
+        for name in project_conditions:
+            get_condition(name)  # unknown names fail now, not after the measurements
+        cfg.project_conditions = list(project_conditions)
+    if no_projection:
+        cfg.project_conditions = None
     result = run_bench(cfg, memory=not no_memory)
     click.echo(format_bench(result))
     if json_out is not None:
