@@ -1,8 +1,10 @@
 """Streaming activation shards: residual-stream vectors per generation row, on disk.
 
 A row is one (item_id, condition) pair; for each hook (TransformerLens names such as
-``hook_embed`` or ``blocks.3.hook_resid_post``) it holds the vectors at the last k prompt
-tokens, aligned from the end (offset -1 is the last prompt token). Rows are buffered and
+``hook_embed`` or ``blocks.3.hook_resid_post``) it holds the vectors at labelled positions
+(the index's ``positions``): the last k prompt tokens aligned from the end (-1 is the last
+prompt token), then, in runs with ``--cache-steps``, generated tokens 0, 1, ... (each row's
+``n_steps`` says how many are real; the rest are zeros). Rows are buffered and
 written ``rows_per_shard`` at a time as ``shard-00000.safetensors`` files, each written
 atomically and then listed with its sha256 in ``index.json`` (rewritten atomically). A shard
 is therefore either complete and indexed, or unindexed and deleted on resume.
@@ -81,6 +83,24 @@ def layer_of(hook_name: str) -> int | None:
     return -1 if "embed" in hook_name else None
 
 
+def default_positions(n_positions: int) -> list[int]:
+    """The last ``n`` prompt tokens, labelled from the end: ``[-n, ..., -1]``."""
+    return list(range(-n_positions, 0))
+
+
+def index_positions(index: dict[str, Any]) -> list[int]:
+    """Position labels of an index (older indexes list none: the last-k default)."""
+    return list(index.get("positions") or default_positions(index["n_positions"]))
+
+
+def describe_positions(positions: list[int]) -> str:
+    """``-2..-1 (prompt), 0..3 (generated)`` for humans."""
+    prompt, gen = [p for p in positions if p < 0], [p for p in positions if p >= 0]
+    parts = [f"{min(prompt)}..{max(prompt)} (prompt)"] if prompt else []
+    parts += [f"{min(gen)}..{max(gen)} (generated tokens)"] if gen else []
+    return ", ".join(parts)
+
+
 def _key(meta: dict[str, Any]) -> Key:
     return (str(meta["item_id"]), str(meta["condition"]))
 
@@ -94,7 +114,8 @@ class ShardWriter:
     """
 
     def __init__(self, acts_dir: str | Path, hook_names: list[str], n_positions: int,
-                 d_model: int, dtype: str = "float16", rows_per_shard: int = 256):
+                 d_model: int, dtype: str = "float16", rows_per_shard: int = 256,
+                 positions: list[int] | None = None):
         if dtype not in DTYPES:
             raise UnknownNameError("activation dtype", dtype, DTYPES)
         if not hook_names or len(set(hook_names)) != len(hook_names):
@@ -104,6 +125,9 @@ class ShardWriter:
         self.acts_dir = Path(acts_dir)
         self.hook_names = list(hook_names)
         self.n_positions, self.d_model, self.dtype = n_positions, d_model, dtype
+        self.positions = default_positions(n_positions) if positions is None else positions
+        if len(self.positions) != n_positions or len(set(self.positions)) != n_positions:
+            raise ConfigError(f"positions {self.positions} must be {n_positions} distinct labels")
         self.rows_per_shard = rows_per_shard
         self._shards: list[dict[str, Any]] = []
         self._rows: list[dict[str, Any]] = []
@@ -118,7 +142,8 @@ class ShardWriter:
     # -- resume --------------------------------------------------------------------------
     def _header(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, "hook_names": self.hook_names,
-                "n_positions": self.n_positions, "d_model": self.d_model, "dtype": self.dtype}
+                "n_positions": self.n_positions, "positions": self.positions,
+                "d_model": self.d_model, "dtype": self.dtype}
 
     def _resume(self) -> None:
         """Load an existing index (checking it matches) and delete unindexed shard files."""
@@ -128,6 +153,7 @@ class ShardWriter:
             if not isinstance(index, dict) or not {"shards", "rows"} <= set(index):
                 raise DataError("activation index is corrupt", str(index_path))
             mine, theirs = self._header(), {k: index.get(k) for k in self._header()}
+            theirs["positions"] = index_positions(index)
             # Tensors are keyed by hook name, so only the set of hooks has to match.
             mine["hook_names"] = sorted(self.hook_names)
             theirs["hook_names"] = sorted(theirs["hook_names"] or [])
@@ -178,9 +204,9 @@ class ShardWriter:
             missing = {"item_id", "condition", "positions"} - set(meta)
             if missing:
                 raise ValueError(f"meta row lacks {sorted(missing)}: {meta}")
-            if len(meta["positions"]) != self.n_positions:
-                raise ValueError(f"meta row has {len(meta['positions'])} positions, "
-                                 f"want {self.n_positions}")
+            if list(meta["positions"]) != self.positions:
+                raise ValueError(f"meta row has positions {meta['positions']}, "
+                                 f"want {self.positions}")
             if _key(meta) in seen:
                 raise ValueError(f"activations for {_key(meta)} are already stored")
             seen.add(_key(meta))
@@ -274,6 +300,7 @@ class ActivationStore:
                             f" expected {SCHEMA_VERSION})", str(index_path))
         self.hook_names: list[str] = list(index["hook_names"])
         self.n_positions: int = index["n_positions"]
+        self.positions: list[int] = index_positions(index)
         self.d_model: int = index["d_model"]
         self.dtype: str = index["dtype"]
         self.shards: list[dict[str, Any]] = list(index["shards"])
@@ -321,19 +348,22 @@ class ActivationStore:
             raise DataError(f"cannot read activation shard ({exc})", str(path)) from exc
 
     def _position(self, position: int | None) -> int | None:
+        """Column of a position label (-1: last prompt token; 0: first generated token)."""
         if position is None:
             return None
-        if not -self.n_positions <= position < self.n_positions:
-            raise ConfigError(f"position {position} is outside the {self.n_positions} stored "
-                              f"positions (-{self.n_positions}..-1)")
-        return position % self.n_positions
+        if position not in self.positions:
+            raise ConfigError(f"position {position} is not stored; stored positions: "
+                              f"{describe_positions(self.positions)}")
+        return self.positions.index(position)
 
     def load(self, hook_name: str, rows: Sequence[int] | None = None,
              position: int | None = -1) -> torch.Tensor:
         """float32 activations of ``rows`` (all by default), in the order given.
 
-        ``position`` counts from the end (-1: last prompt token); ``None`` keeps all
-        positions. Shape (n, d_model), or (n, n_positions, d_model) with ``None``.
+        ``position`` is a label: negative counts prompt tokens from the end (-1: the last
+        prompt token), ``j >= 0`` is generated token ``j`` (runs with ``--cache-steps``;
+        rows' ``n_steps`` says how many are real). ``None`` keeps all positions.
+        Shape (n, d_model), or (n, n_positions, d_model) with ``None``.
         """
         if hook_name not in self.hook_names:
             raise UnknownNameError("hook", hook_name, self.hook_names)

@@ -34,6 +34,7 @@ class RunConfig:
     reasoning_tokens: int = 96  # first-turn budget of cot and review
     cache_acts: bool = False
     act_positions: int = 1  # the last k prompt tokens, aligned from the end
+    act_steps: int = 0  # generate mode: also the first n generated tokens
     act_dtype: str = "float16"
     shard: str | None = None  # "i/N": this process runs the i-th of N item shards
     trust_remote_code: bool = False
@@ -52,6 +53,15 @@ class RunConfig:
         for option, value in checks:
             if value is not None and value <= 0:
                 raise ConfigError(f"{option} must be a positive integer, got {value}")
+        if self.act_steps < 0:
+            raise ConfigError(f"--cache-steps must be >= 0, got {self.act_steps}")
+        if self.act_steps and (self.mode != "generate" or not self.cache_acts):
+            raise ConfigError("--cache-steps needs --mode generate and --cache-acts "
+                              "(likelihood modes generate no tokens)")
+        if self.act_steps >= self.max_new_tokens:
+            # The last generated token is never fed back, so it has no activations.
+            raise ConfigError(f"--cache-steps {self.act_steps} must be below --max-new-tokens "
+                              f"{self.max_new_tokens}")
         if self.act_dtype not in ("float16", "bfloat16", "float32"):
             raise UnknownNameError("--act-dtype", self.act_dtype,
                                    ("float16", "bfloat16", "float32"))

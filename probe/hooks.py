@@ -14,6 +14,8 @@ from typing import Any
 import torch
 
 HookFn = Callable[[torch.Tensor, Any], torch.Tensor | None]
+# Key of Capture.take()'s per-row count of real generated-token columns (not a hook name).
+STEPS_KEY = "n_steps"
 
 
 def resid_hook_names(n_layers: int, layers: Sequence[int] | None = None,
@@ -35,28 +37,43 @@ def hooked(bridge: Any, fwd_hooks: Sequence[tuple[str, HookFn]]) -> Iterator[Any
 
 
 class Capture:
-    """Collect ``hook -> (batch, k, d)`` at the last ``k`` positions of the prompt pass.
+    """Collect ``hook -> (batch, k + n_steps, d)``: the last ``k`` prompt positions, then
+    the first ``n_steps`` generated tokens.
 
-    The first call of each hook after :meth:`reset` is the prompt pass; later calls (KV-cache
-    decoding steps, option continuations) are ignored, so caching costs one slice per layer.
+    The first call of each hook after :meth:`reset` is the prompt pass. With ``n_steps`` 0
+    later calls (KV-cache decoding steps) are ignored, so caching costs one slice per layer.
+    Otherwise decoding step ``s`` (its input is generated token ``s - 1``) is kept for
+    ``s <= n_steps``: column ``k + j`` holds generated token ``j``. Steps that did not run,
+    and a row's EOS and what follows it (see :meth:`keep_steps`), are zeros, so a row's
+    stored values never depend on the other rows of its batch.
     """
 
-    def __init__(self, hook_names: Sequence[str], n_positions: int = 1):
+    def __init__(self, hook_names: Sequence[str], n_positions: int = 1, n_steps: int = 0):
         self.hook_names = list(hook_names)
         self.n_positions = n_positions
+        self.n_steps = n_steps
         self._store: dict[str, torch.Tensor] = {}
+        self._steps: dict[str, list[torch.Tensor]] = {}
+        self._valid: list[int] | None = None
+
+    @property
+    def positions(self) -> list[int]:
+        """Labels of the captured columns: -k..-1 prompt offsets, then 0..n_steps-1."""
+        return list(range(-self.n_positions, 0)) + list(range(self.n_steps))
 
     def reset(self) -> None:
         """Forget the previous batch."""
-        self._store = {}
+        self._store, self._steps, self._valid = {}, {}, None
 
     def _fn(self, name: str, end: int | None) -> HookFn:
         def hook(tensor: torch.Tensor, hook: Any) -> None:
+            # non_blocking lets a GPU copy overlap with the next layer's compute.
             if name not in self._store:
                 stop = tensor.shape[1] if end is None else end
-                # non_blocking lets a GPU copy overlap with the next layer's compute.
                 self._store[name] = tensor[:, stop - self.n_positions:stop, :].detach().to(
                     "cpu", non_blocking=True)
+            elif len(self._steps.setdefault(name, [])) < self.n_steps:
+                self._steps[name].append(tensor[:, -1:, :].detach().to("cpu", non_blocking=True))
             return None
 
         return hook
@@ -66,12 +83,36 @@ class Capture:
         pass holds more than the prompt (packed options), else the sequence end."""
         return [(name, self._fn(name, end)) for name in self.hook_names]
 
+    def keep_steps(self, n_valid: Sequence[int]) -> None:
+        """Per row, how many generated tokens are real (those before its EOS)."""
+        self._valid = list(n_valid)
+
     def take(self) -> dict[str, torch.Tensor]:
-        """The captured tensors of the last batch (synchronised, on CPU)."""
+        """The captured tensors of the last batch (synchronised, on CPU); with ``n_steps``
+        also ``STEPS_KEY``: per row, how many generated-token columns are real."""
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         missing = [n for n in self.hook_names if n not in self._store]
         if missing:
             raise RuntimeError(f"hooks did not fire: {missing[:3]}")
-        out, self._store = self._store, {}
+        out = {name: self._with_steps(name, prompt) for name, prompt in self._store.items()}
+        if self.n_steps:
+            ran = len(next(iter(self._steps.values()), []))
+            n_batch = next(iter(out.values())).shape[0]
+            valid = self._valid if self._valid is not None else [ran] * n_batch
+            out[STEPS_KEY] = torch.tensor([min(n, ran) for n in valid])
+        self.reset()
         return out
+
+    def _with_steps(self, name: str, prompt: torch.Tensor) -> torch.Tensor:
+        if not self.n_steps:
+            return prompt
+        n_batch, _, d_model = prompt.shape
+        steps = torch.zeros((n_batch, self.n_steps, d_model), dtype=prompt.dtype)
+        got = self._steps.get(name, [])
+        if got:
+            steps[:, :len(got)] = torch.cat(got, dim=1)
+        if self._valid is not None:
+            for row, n in enumerate(self._valid):
+                steps[row, n:] = 0
+        return torch.cat([prompt, steps], dim=1)

@@ -97,7 +97,8 @@ class Engine:
     def generate_batch(self, texts: Sequence[str], max_new_tokens: int,
                        capture: Capture | None = None,
                        hooks: Sequence[tuple[str, HookFn]] = ()) -> list[str]:
-        """Greedy continuations of one batch; hooks fire on the prompt pass and every step."""
+        """Greedy continuations of one batch; hooks fire on the prompt pass and every step
+        (``capture`` keeps the prompt pass and, if it asks, the first ``n_steps`` steps)."""
         from transformers import GenerationConfig
 
         batch = self.encode(texts)
@@ -110,7 +111,15 @@ class Engine:
                                       attention_mask=batch.attention_mask,
                                       generation_config=config)
         new = out[:, batch.input_ids.shape[1]:]
+        if capture is not None and capture.n_steps:
+            capture.keep_steps(self.n_before_eos(new))
         return self.tokenizer.batch_decode(new, skip_special_tokens=True)
+
+    def n_before_eos(self, new: torch.Tensor) -> list[int]:
+        """Per row, the new tokens before the first EOS: the answer's own tokens. (A row
+        generated alone stops at its EOS, so counting past it would depend on the batch.)"""
+        is_eos = torch.isin(new, torch.tensor(self.eos_ids(), device=new.device))
+        return (is_eos.long().cumsum(-1) == 0).sum(-1).tolist()
 
     def eos_ids(self) -> list[int]:
         ids = {self.tokenizer.eos_token_id}

@@ -150,15 +150,15 @@ def _merge_acts(shards: list[RunFolder], folder: RunFolder, order: list[Key]) ->
     head = stores[0]
     for store, shard in zip(stores, shards, strict=True):
         store.verify()
-        layout = (store.hook_names, store.n_positions, store.d_model, store.dtype)
-        if layout != (head.hook_names, head.n_positions, head.d_model, head.dtype):
+        layout = (store.hook_names, store.positions, store.d_model, store.dtype)
+        if layout != (head.hook_names, head.positions, head.d_model, head.dtype):
             raise ConfigError(f"{shard.acts_dir} stores activations with another layout")
     where = {key: (s, row) for s, store in enumerate(stores)
              for key, row in store.key_to_row().items()}
     keys = [k for k in order if k in where]  # truncated prompts have no activations
     per_shard = int(read_json(shards[0].acts_dir / INDEX).get("rows_per_shard", 256))
     writer = ShardWriter(folder.acts_dir, head.hook_names, head.n_positions, head.d_model,
-                         head.dtype, rows_per_shard=per_shard)
+                         head.dtype, rows_per_shard=per_shard, positions=head.positions)
     for chunk in _chunks(keys, per_shard):
         metas, acts = _gather(stores, [where[k] for k in chunk])
         writer.add(metas, acts)

@@ -23,7 +23,7 @@ from probe.conditions import conditions_for, get_condition
 from probe.config import RunConfig
 from probe.data.registry import LoadReport, get_benchmark
 from probe.errors import ConfigError
-from probe.hooks import Capture, resid_hook_names
+from probe.hooks import STEPS_KEY, Capture, resid_hook_names
 from probe.inference import Engine
 from probe.io import atomic_write_text, dumps, read_jsonl
 from probe.items import Item
@@ -128,9 +128,9 @@ def run_study(cfg: RunConfig, out: Path, loaded: LoadedModel | None = None) -> S
     writer = capture = None
     if cfg.cache_acts:
         hooks = resid_hook_names(loaded.n_layers)
-        capture = Capture(hooks, cfg.act_positions)
-        writer = ShardWriter(folder.acts_dir, hooks, cfg.act_positions, loaded.d_model,
-                             cfg.act_dtype)
+        capture = Capture(hooks, cfg.act_positions, cfg.act_steps)
+        writer = ShardWriter(folder.acts_dir, hooks, len(capture.positions), loaded.d_model,
+                             cfg.act_dtype, positions=capture.positions)
     flags = _done_batches(folder, batches, writer)
     todo = [b for b, ok in zip(batches, flags, strict=True) if not ok]
     _run_batches(engine, todo, cfg, folder, writer, capture, len(batches))
@@ -161,9 +161,11 @@ def _write_acts(writer: ShardWriter, rows: list, acts: dict, already: set) -> No
     keep = [i for i, r in enumerate(ran) if r.key not in already]
     if not keep:
         return
+    steps = acts.pop(STEPS_KEY, None)
     metas = [{"item_id": ran[i].item_id, "condition": ran[i].condition,
               "benchmark": ran[i].benchmark, "group": ran[i].group,
-              "positions": list(range(-writer.n_positions, 0))} for i in keep]
+              "positions": writer.positions,
+              **({} if steps is None else {"n_steps": int(steps[i])})} for i in keep]
     writer.add(metas, {name: t[keep] for name, t in acts.items()})
 
 

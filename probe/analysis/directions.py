@@ -37,9 +37,10 @@ def pair_name(instruction: str, baseline: str = tg.BASELINE) -> str:
 
 
 def paired_rows(store_rows: list[dict[str, Any]], instruction: str,
-                baseline: str = tg.BASELINE) -> tuple[list[int], list[int]]:
-    """Store row indices (instruction, baseline) of items cached under both, item-aligned."""
-    index = tg.key_index(store_rows)
+                baseline: str = tg.BASELINE, position: int = -1) -> tuple[list[int], list[int]]:
+    """Store row indices (instruction, baseline) of items cached under both, item-aligned
+    (at a generated-token ``position``, both answers must reach it)."""
+    index = tg.key_index(store_rows, position)
     both = {i for i, c in index if c == instruction} & {i for i, c in index if c == baseline}
     items = sorted(both)
     return [index[(i, instruction)] for i in items], [index[(i, baseline)] for i in items]
@@ -111,8 +112,8 @@ def compute_directions(run_dir: Path, instruction: str, baseline: str = tg.BASEL
     run_dir = Path(run_dir)
     rows = tg.read_rows(run_dir / "generations.jsonl")
     store = store if store is not None else tg.open_store(run_dir)
-    index = tg.key_index(store.rows)
-    idx_i, idx_b = paired_rows(store.rows, instruction, baseline)
+    index = tg.key_index(store.rows, position)
+    idx_i, idx_b = paired_rows(store.rows, instruction, baseline, position)
     if not idx_i:
         raise DataError(f"no items have activations under both {instruction!r} and "
                         f"{baseline!r}", str(run_dir))

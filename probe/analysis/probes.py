@@ -331,7 +331,7 @@ def probe_layers(store_or_arrays: Any, rows: list[dict[str, Any]],
     """
     store = (tg.ArraySource(store_or_arrays, rows) if isinstance(store_or_arrays, dict)
              else store_or_arrays)
-    index = tg.key_index(store.rows)
+    index = tg.key_index(store.rows, position)
     built = [tg.build_target(t, rows, set(index)) if isinstance(t, str) else t for t in targets]
     live = [t for t in built if t.skipped is None]
     hooks = tg.select_hooks(store.hook_names, layers)
@@ -369,25 +369,28 @@ def _row_indices(index: dict[tg.Key, int], target: tg.Target) -> list[int]:
 def run_probes(run_dir: Path, targets: list[str] | None = None,
                kinds: tuple[str, ...] = KINDS, *, seed: int = 0, n_splits: int = 5,
                layers: list[int] | None = None, store: Any = None,
-               progress: bool = True) -> dict[str, Any]:
+               progress: bool = True, position: int = -1) -> dict[str, Any]:
     """Probe a run folder; writes ``probes.json`` and ``probe_directions.safetensors``.
 
-    ``store`` overrides the run's ``activations/`` store (tests, notebooks).
+    ``store`` overrides the run's ``activations/`` store (tests, notebooks). ``position``
+    is a stored position label (-1: last prompt token; j >= 0: generated token j).
     """
     from safetensors.numpy import save
 
     run_dir = Path(run_dir)
     rows = tg.read_rows(run_dir / "generations.jsonl")
     store = store if store is not None else tg.open_store(run_dir)
-    available = set(tg.key_index(store.rows))
+    available = set(tg.key_index(store.rows, position))
     names = targets or tg.default_target_names(rows)
     built = [tg.build_target(name, rows, available) for name in names]
     start = time.perf_counter()
     directions: dict[str, np.ndarray] = {}
     records = probe_layers(store, rows, built, layers, kinds=kinds, n_splits=n_splits,
-                           seed=seed, progress=progress, directions_out=directions)
+                           seed=seed, progress=progress, directions_out=directions,
+                           position=position)
     result: dict[str, Any] = {
-        "meta": {"kinds": list(kinds), "seed": seed, "n_splits": n_splits, "cs": list(DEFAULT_CS),
+        "meta": {"kinds": list(kinds), "seed": seed, "n_splits": n_splits, "position": position,
+                 "cs": list(DEFAULT_CS),
                  "ci_method": CI_METHOD, "control": "same probe on seeded shuffled train labels",
                  "seconds": round(time.perf_counter() - start, 2)},
         "targets": {t.name: {**t.summary(), "layers": []} for t in built},

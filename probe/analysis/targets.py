@@ -227,10 +227,16 @@ def select_hooks(hook_names: Iterable[str], layers: Iterable[int] | None = None)
             if wanted is None or layer in wanted]
 
 
-def key_index(store_rows: list[dict[str, Any]]) -> dict[Key, int]:
-    """(item_id, condition) -> row index in the store; the first copy of a key wins."""
+def key_index(store_rows: list[dict[str, Any]], position: int = -1) -> dict[Key, int]:
+    """(item_id, condition) -> row index in the store; the first copy of a key wins.
+
+    At a generated-token ``position`` (>= 0), rows whose answer ended before that token
+    (their ``n_steps``) hold zeros there and are left out.
+    """
     index: dict[Key, int] = {}
     for i, meta in enumerate(store_rows):
+        if position >= 0 and int(meta.get("n_steps", 0)) <= position:
+            continue
         index.setdefault((meta["item_id"], meta["condition"]), i)
     return index
 

@@ -51,18 +51,24 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 @click.option("--layer", "layers", multiple=True, type=int,
               help="Only these layers (-1 = embeddings), repeatable (default: all cached).")
 @click.option("--seed", default=0, show_default=True, help="Seed for splits, controls, bootstrap.")
+@click.option("--position", default=-1, show_default=True,
+              help="Stored position: -1 last prompt token (-k..-1), j >= 0 generated token j "
+                   "(runs with --cache-steps; answers shorter than j+1 tokens are left out).")
 def probes(run: Path, targets: tuple[str, ...], kinds: tuple[str, ...],
-           layers: tuple[int, ...], seed: int) -> None:
+           layers: tuple[int, ...], seed: int, position: int) -> None:
     """Probe RUN's cached activations layer by layer; write probes.json, directions.json, plots."""
     store = tg.open_store(run)
+    store.load(store.hook_names[0], rows=[], position=position)  # unknown position: fail now
     result = run_probes(run, list(targets) or None, kinds or KINDS, seed=seed,
-                        layers=list(layers) or None, store=store)
+                        layers=list(layers) or None, store=store, position=position)
     _print_table(best_layers(result))
     plot_probes(result, run / "plots" / "probes.png")
     rows = tg.read_rows(run / "generations.jsonl")
-    pairs = [c for c in tg.instruction_conditions(rows) if paired_rows(store.rows, c)[0]]
+    pairs = [c for c in tg.instruction_conditions(rows)
+             if paired_rows(store.rows, c, position=position)[0]]
     for cond in pairs:
-        entry = compute_directions(run, cond, store=store, layers=list(layers) or None)
+        entry = compute_directions(run, cond, store=store, layers=list(layers) or None,
+                                   position=position)
         click.echo(f"direction {cond} - baseline: {entry['n_pairs']} paired items")
     if pairs:
         plot_cosines(run / "directions.json", run / "plots" / "directions.png")
