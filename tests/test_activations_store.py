@@ -128,7 +128,7 @@ def test_sigkill_between_shard_and_index(tmp_path: Path) -> None:
     code = textwrap.dedent(f"""
         import os, signal, sys, torch
         sys.path.insert(0, {str(REPO / "tests")!r})
-        import probe.activations as A
+        import probe.activations.writer as A
         from test_activations_store import _write
         real, calls = A.atomic_write_json, []
         def dying(path, obj):
