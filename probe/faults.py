@@ -10,7 +10,8 @@ environment variable.
 Points called by the engine (see ``probe/study.py``):
 
 - ``batch-acts``: a batch's activations were handed to the shard writer (which may have
-  just written a shard) and its rows are not yet in ``generations.jsonl``;
+  just written a shard: a background write in flight is finished before the kill) and its
+  rows are not yet in ``generations.jsonl``;
 - ``batch-rows``: a batch's rows were appended to ``generations.jsonl``;
 - ``metrics``: every row is written and sorted, ``metrics.json`` is not yet written.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 
 ENV = "PROBE_FAULT"
 SIGNALS = {"KILL": signal.SIGKILL, "INT": signal.SIGINT, "TERM": signal.SIGTERM}
@@ -41,8 +43,12 @@ def parse(spec: str) -> dict[str, tuple[int, signal.Signals]]:
     return faults
 
 
-def point(name: str) -> None:
-    """Mark a point in the code; signal this process if ``$PROBE_FAULT`` says so."""
+def point(name: str, before: Callable[[], None] | None = None) -> None:
+    """Mark a point in the code; signal this process if ``$PROBE_FAULT`` says so.
+
+    ``before`` runs only when the signal is about to be sent, to settle work in flight
+    (a background shard write) so that what the kill leaves behind is deterministic.
+    """
     spec = os.environ.get(ENV)
     if not spec:
         return
@@ -51,6 +57,8 @@ def point(name: str) -> None:
         return
     _hits[name] = _hits.get(name, 0) + 1
     if _hits[name] == wanted[0]:
+        if before is not None:
+            before()
         os.kill(os.getpid(), wanted[1])
 
 

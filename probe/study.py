@@ -129,8 +129,9 @@ def run_study(cfg: RunConfig, out: Path, loaded: LoadedModel | None = None) -> S
     if cfg.cache_acts:
         hooks = resid_hook_names(loaded.n_layers)
         capture = Capture(hooks, cfg.act_positions, cfg.act_steps)
+        # Shards are written in the background: the next batch runs while one is saved.
         writer = ShardWriter(folder.acts_dir, hooks, len(capture.positions), loaded.d_model,
-                             cfg.act_dtype, positions=capture.positions)
+                             cfg.act_dtype, positions=capture.positions, background=True)
     flags = _done_batches(folder, batches, writer)
     todo = [b for b, ok in zip(batches, flags, strict=True) if not ok]
     _run_batches(engine, todo, cfg, folder, writer, capture, len(batches))
@@ -146,7 +147,7 @@ def _run_batches(engine: Engine, todo: list[list[Unit]], cfg: RunConfig, folder:
             rows, acts = run_batch_safe(engine, batch, cfg, capture)
             if writer is not None:
                 _write_acts(writer, rows, acts, already)
-                faults.point("batch-acts")
+                faults.point("batch-acts", before=writer.drain)
             for row in rows:
                 appender.append(row.to_json())
             faults.point("batch-rows")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -43,11 +45,16 @@ class ShardWriter:
     Opening a writer on a folder with an index resumes after its last complete shard and
     deletes shard files the index does not list (torn writes). See the module docstring
     for how the generation stage must use :meth:`written_keys` on resume.
+
+    With ``background``, a full shard is serialised, hashed and written by one worker
+    thread while the caller goes on (on a GPU, the next batch runs instead of waiting for
+    the disk); at most one shard is in flight, so memory holds at most two shards' rows.
+    A failed write is raised by the next :meth:`add`, :meth:`flush` or :meth:`close`.
     """
 
     def __init__(self, acts_dir: str | Path, hook_names: list[str], n_positions: int,
                  d_model: int, dtype: str = "float16", rows_per_shard: int = 256,
-                 positions: list[int] | None = None):
+                 positions: list[int] | None = None, background: bool = False):
         if dtype not in DTYPES:
             raise UnknownNameError("activation dtype", dtype, DTYPES)
         if not hook_names or len(set(hook_names)) != len(hook_names):
@@ -68,8 +75,12 @@ class ShardWriter:
         self._buffer_meta: list[dict[str, Any]] = []
         self.max_buffered_rows = 0  # high-water mark, for tests of the memory bound
         self._warned_overflow = False
+        self._lock = threading.Lock()  # guards the written state the worker updates
+        self._pool = ThreadPoolExecutor(1, "shard-writer") if background else None
+        self._pending: Future[None] | None = None
         self.acts_dir.mkdir(parents=True, exist_ok=True)
         self._resume()
+        self._accepted = set(self._written)  # every key written, in flight or buffered
 
     # -- resume --------------------------------------------------------------------------
     def _header(self) -> dict[str, Any]:
@@ -113,7 +124,8 @@ class ShardWriter:
 
     def written_keys(self) -> set[Key]:
         """(item_id, condition) of rows in complete, indexed shards (not the buffer)."""
-        return set(self._written)
+        with self._lock:
+            return set(self._written)
 
     @property
     def buffered_rows(self) -> int:
@@ -130,7 +142,7 @@ class ShardWriter:
         for hook, tensor in acts.items():
             if tuple(tensor.shape) != shape:
                 raise ValueError(f"acts[{hook!r}] has shape {tuple(tensor.shape)}, want {shape}")
-        seen = self._written | {key_of(m) for m in self._buffer_meta}
+        seen = set(self._accepted)
         clean = []
         for meta in meta_rows:
             missing = {"item_id", "condition", "positions"} - set(meta)
@@ -161,7 +173,9 @@ class ShardWriter:
         Each full ``rows_per_shard`` rows are written out at once, so a batch may span
         shards and the buffer never holds more than ``rows_per_shard`` rows.
         """
+        self._raise_failed_write()
         clean = self._check_batch(meta_rows, acts)
+        self._accepted.update(key_of(m) for m in clean)
         start = 0
         while start < len(clean):
             take = min(len(clean) - start, self.rows_per_shard - len(self._buffer_meta))
@@ -174,11 +188,36 @@ class ShardWriter:
                 self.flush()
 
     def flush(self) -> None:
-        """Write the buffered rows as one shard, then the index; no-op if the buffer is empty."""
+        """Write the buffered rows as one shard, then the index; no-op if the buffer is empty.
+
+        In background mode the write is handed to the worker (after the previous one has
+        finished, so shards and index entries stay in order) and this returns at once.
+        """
         if not self._buffer_meta:
+            self._raise_failed_write()
             return
-        first, n_rows = len(self._rows), len(self._buffer_meta)
-        tensors = {h: torch.cat(self._buffer[h]).contiguous() for h in self.hook_names}
+        buffer, metas = self._buffer, self._buffer_meta
+        self._buffer, self._buffer_meta = {h: [] for h in self.hook_names}, []
+        self.drain()
+        if self._pool is None:
+            self._write(buffer, metas)
+        else:
+            self._pending = self._pool.submit(self._write, buffer, metas)
+
+    def drain(self) -> None:
+        """Wait for the shard in flight (if any); re-raise its error."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _raise_failed_write(self) -> None:
+        if self._pending is not None and self._pending.done():
+            self.drain()
+
+    def _write(self, buffer: dict[str, list[torch.Tensor]], metas: list[dict[str, Any]]) -> None:
+        """Serialise, hash and write one shard, then the index that lists it."""
+        first, n_rows = len(self._rows), len(metas)
+        tensors = {h: torch.cat(buffer[h]).contiguous() for h in self.hook_names}
         # One metadata key: safetensors orders several keys arbitrarily, and identical rows
         # should give byte-identical shards (same sha256) however the run was interrupted.
         where = json.dumps({"first_row": first, "n_rows": n_rows}, sort_keys=True)
@@ -189,7 +228,7 @@ class ShardWriter:
             "n_rows": n_rows, "first_row": first, "n_bytes": len(data)}
         path = self.acts_dir / shard["file"]
         atomic_write_bytes(path, data)
-        rows = [{**meta, "row": first + i} for i, meta in enumerate(self._buffer_meta)]
+        rows = [{**meta, "row": first + i} for i, meta in enumerate(metas)]
         try:
             atomic_write_json(self.acts_dir / INDEX, {
                 **self._header(), "rows_per_shard": self.rows_per_shard,
@@ -197,15 +236,20 @@ class ShardWriter:
         except BaseException:
             path.unlink(missing_ok=True)  # unindexed: would be deleted on resume anyway
             raise
-        self._shards.append(shard)
-        self._rows.extend(rows)
-        self._written.update(key_of(r) for r in rows)
-        self._buffer = {h: [] for h in self.hook_names}
-        self._buffer_meta = []
+        with self._lock:
+            self._shards.append(shard)
+            self._rows.extend(rows)
+            self._written.update(key_of(r) for r in rows)
 
     def close(self) -> None:
-        """Write the last, partial shard."""
-        self.flush()
+        """Write the last, partial shard and wait for every write to finish."""
+        try:
+            self.flush()
+            self.drain()
+        finally:
+            if self._pool is not None:  # later writes, if any, are synchronous
+                self._pool.shutdown(wait=True)
+                self._pool = None
 
     def __enter__(self) -> ShardWriter:
         return self
