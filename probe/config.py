@@ -39,6 +39,7 @@ class RunConfig:
     shard: str | None = None  # "i/N": this process runs the i-th of N item shards
     trust_remote_code: bool = False
     device_map: str | None = None  # e.g. "auto": one model over several GPUs (accelerate)
+    attention: str = "eager"  # "sdpa": fused attention kernel where no attention hook needs eager
 
     def validate(self) -> RunConfig:
         """Check option values; errors name the option."""
@@ -62,6 +63,8 @@ class RunConfig:
             # The last generated token is never fed back, so it has no activations.
             raise ConfigError(f"--cache-steps {self.act_steps} must be below --max-new-tokens "
                               f"{self.max_new_tokens}")
+        if self.attention not in ("eager", "sdpa"):
+            raise UnknownNameError("--attention", self.attention, ("eager", "sdpa"))
         if self.act_dtype not in ("float16", "bfloat16", "float32"):
             raise UnknownNameError("--act-dtype", self.act_dtype,
                                    ("float16", "bfloat16", "float32"))

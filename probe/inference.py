@@ -8,12 +8,15 @@ matching position ids everywhere, so batched results equal one-at-a-time results
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 
+from probe.attention import ATTENTION, check_sdpa, needs_bridge_attention, sdpa_attention
+from probe.errors import UnknownNameError
 from probe.hooks import Capture, HookFn, hooked
 from probe.models import LoadedModel
 from probe.packing import option_logprob_sums, pack_options
@@ -38,13 +41,30 @@ def is_oom(err: BaseException) -> bool:
 
 
 class Engine:
-    """Runs prompts through one loaded model; ``batch_size`` halves on out-of-memory."""
+    """Runs prompts through one loaded model; ``batch_size`` halves on out-of-memory.
 
-    def __init__(self, loaded: LoadedModel, batch_size: int = 16):
+    ``attention="sdpa"`` runs attention with PyTorch's fused kernel on every call whose
+    hooks allow it (see :mod:`probe.attention`); "eager" keeps the bridge's own attention.
+    """
+
+    def __init__(self, loaded: LoadedModel, batch_size: int = 16, attention: str = "eager"):
+        if attention not in ATTENTION:
+            raise UnknownNameError("attention (--attention)", attention, ATTENTION)
+        if attention == "sdpa":
+            check_sdpa(loaded.hf_model)
         self.loaded = loaded
         self.batch_size = batch_size
+        self.attention = attention
         self.tokenizer = loaded.tokenizer
         self.model = loaded.hf_model
+
+    @contextmanager
+    def _running(self, hooks: Sequence[tuple[str, HookFn]]) -> Iterator[None]:
+        """Attach ``hooks`` for one model call, with the fast attention where it may serve."""
+        fast = self.attention == "sdpa" and not needs_bridge_attention([n for n, _ in hooks])
+        with hooked(self.loaded.bridge, hooks), \
+                (sdpa_attention(self.model) if fast else nullcontext()):
+            yield
 
     # -- batching ---------------------------------------------------------------------
     def map_batches(self, items: Sequence[T], fn: Callable[[list[T]], list[R]],
@@ -106,7 +126,7 @@ class Engine:
             max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
             pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos_ids())
         all_hooks = [*(capture.hooks() if capture else []), *hooks]
-        with hooked(self.loaded.bridge, all_hooks):
+        with self._running(all_hooks):
             out = self.model.generate(input_ids=batch.input_ids,
                                       attention_mask=batch.attention_mask,
                                       generation_config=config)
@@ -138,7 +158,7 @@ class Engine:
         """One prompt pass: log-probs at the last position (batch, vocab), the KV cache."""
         batch = self.encode(texts)
         all_hooks = [*(capture.hooks() if capture else []), *hooks]
-        with hooked(self.loaded.bridge, all_hooks):
+        with self._running(all_hooks):
             out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                              position_ids=batch.position_ids, use_cache=use_cache,
                              logits_to_keep=1)
@@ -164,7 +184,7 @@ class Engine:
                               self.tokenizer.pad_token_id)
         width = packed.input_ids.shape[1]
         all_hooks = [*(capture.hooks(end=packed.prompt_end) if capture else []), *hooks]
-        with hooked(self.loaded.bridge, all_hooks):
+        with self._running(all_hooks):
             out = self.model(input_ids=packed.input_ids,
                              attention_mask=packed.additive_mask(self.model.dtype),
                              position_ids=packed.position_ids, use_cache=False,

@@ -122,7 +122,7 @@ def run_study(cfg: RunConfig, out: Path, loaded: LoadedModel | None = None) -> S
     facts = provenance({k: v for k, v in extra.items() if v.exists()})
     facts["model"] = model_facts(loaded)
     folder = RunFolder.create_or_resume(out, cfg.to_dict(), facts)
-    engine = Engine(loaded, cfg.batch_size)
+    engine = Engine(loaded, cfg.batch_size, cfg.attention)
     units = plan_units(items, conditions)
     batches = plan_batches(units, cfg.batch_size)
     writer = capture = None

@@ -17,8 +17,9 @@ from probe.commands.scale import bench_cmd
 from probe.errors import ConfigError
 
 ROWS = ["hf generate (eager)", "hf generate (sdpa)", "probe generate",
-        "probe generate + capture", "hf forward (eager) letter", "hf forward (sdpa) letter",
-        "probe letter", "probe letter + capture", "hf forward (eager) text", "probe text"]
+        "probe generate + capture", "probe generate (sdpa)", "hf forward (eager) letter",
+        "hf forward (sdpa) letter", "probe letter", "probe letter + capture",
+        "probe letter (sdpa)", "hf forward (eager) text", "probe text"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -75,3 +75,11 @@ def test_packed_likelihood_equals_full_forward(real_model, bbq_prompts):
     for text, opts, got in zip(bbq_prompts[:4], options, fast, strict=True):
         ref = engine.option_logprobs_reference(text, opts)
         assert got == pytest.approx(ref, abs=2e-4)
+
+
+def test_sdpa_attention_equals_eager_on_the_real_model(real_model, bbq_prompts):
+    eager = Engine(real_model, batch_size=len(bbq_prompts))
+    fast = Engine(real_model, batch_size=len(bbq_prompts), attention="sdpa")
+    assert fast.generate_batch(bbq_prompts, 16) == eager.generate_batch(bbq_prompts, 16)
+    torch.testing.assert_close(fast.forward_last(bbq_prompts)[0],
+                               eager.forward_last(bbq_prompts)[0], atol=2e-4, rtol=1e-4)

@@ -11,6 +11,9 @@ from probe.bench.config import TARGETS, BenchConfig, Row
 from probe.bench.models import Prompts, plain_copy
 from probe.models import LoadedModel
 
+# probe with --attention sdpa; left out for models that only the bridge's attention serves.
+SDPA_ROWS = ("probe generate (sdpa)", "probe letter (sdpa)")
+
 # A task runs every batch, or only the first when warming up; it returns the outputs to
 # compare with the reference row's and the number of tokens it processed.
 Task = Callable[[bool], tuple[list[str] | None, int]]
@@ -85,7 +88,7 @@ def plan_rows(loaded: LoadedModel, prompts: Prompts, cfg: BenchConfig) -> list[t
     from probe.hooks import Capture, resid_hook_names
     from probe.inference import Engine
 
-    engine = Engine(loaded, cfg.batch_size)
+    engine, fast = Engine(loaded, cfg.batch_size), _sdpa_engine(loaded, cfg.batch_size)
     eager, sdpa = plain_copy(loaded, "eager"), plain_copy(loaded, "sdpa")
     capture = Capture(resid_hook_names(loaded.n_layers), 1)
     eos, b = engine.eos_ids(), cfg.batch_size
@@ -97,16 +100,30 @@ def plan_rows(loaded: LoadedModel, prompts: Prompts, cfg: BenchConfig) -> list[t
         ("probe generate", "generate", ref_g, _probe_task(engine, gen, None, cfg)),
         ("probe generate + capture", "generate", ref_g,
          _probe_task(engine, gen, None, cfg, capture)),
+        ("probe generate (sdpa)", "generate", ref_g, _probe_task(fast, gen, None, cfg)),
         (ref_l, "letter", None, _hf_forward(eager, loaded, prompts.letter, b)),
         ("hf forward (sdpa) letter", "letter", ref_l, _hf_forward(sdpa, loaded, prompts.letter, b)),
         ("probe letter", "letter", ref_l,
          _probe_task(engine, prompts.letter, prompts.letter_options, cfg)),
         ("probe letter + capture", "letter", ref_l,
          _probe_task(engine, prompts.letter, prompts.letter_options, cfg, capture)),
+        ("probe letter (sdpa)", "letter", ref_l,
+         _probe_task(fast, prompts.letter, prompts.letter_options, cfg)),
         (ref_t, "text", None, _hf_forward(eager, loaded, prompts.text, b)),
         ("probe text", "text", ref_t,
          _probe_task(engine, prompts.text, prompts.text_options, cfg)),
     ]
     return [(Row(name, group, ref, target=TARGETS.get(name)), task)
-            for name, group, ref, task in spec]
+            for name, group, ref, task in spec if fast is not None or name not in SDPA_ROWS]
+
+
+def _sdpa_engine(loaded: LoadedModel, batch_size: int) -> Any:
+    """An engine with ``--attention sdpa``, or None where the model does not support it."""
+    from probe.errors import ConfigError
+    from probe.inference import Engine
+
+    try:
+        return Engine(loaded, batch_size, attention="sdpa")
+    except ConfigError:
+        return None
 

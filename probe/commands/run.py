@@ -49,6 +49,10 @@ def default_out(cfg: RunConfig) -> Path:
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub.")
 @click.option("--device-map", default=None,
               help="Spread one model over several GPUs (accelerate), e.g. auto.")
+@click.option("--attention", type=click.Choice(["eager", "sdpa"]), default="eager",
+              show_default=True,
+              help="sdpa: PyTorch's fused attention kernel (outputs equal eager to float "
+                   "rounding); eager: the bridge's own attention, needed to hook patterns.")
 @click.option("--by-category", is_flag=True, help="Print BBQ metrics per category too.")
 def run_cmd(out: Path | None, data_dir: Path | None, benchmarks: tuple[str, ...],
             conditions: tuple[str, ...], categories: tuple[str, ...], by_category: bool,

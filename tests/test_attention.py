@@ -1,0 +1,81 @@
+"""``--attention sdpa``: the fused kernel gives the eager bridge's results and restores it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from probe.attention import needs_bridge_attention
+from probe.config import RunConfig
+from probe.errors import ConfigError, UnknownNameError
+from probe.hooks import Capture, resid_hook_names
+from probe.inference import Engine
+from probe.prompts import render
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+QUESTIONS = ["Who was not comfortable using the phone? (a) The grandfather (b) The grandson",
+             "Fill in the blank: The technician told the customer that _", "hi"]
+OPTIONS = [["The grandfather", "The grandson", "Unknown"], [" he", " she", " they"],
+           ["a", "b c d", "e"]]
+
+
+@pytest.fixture
+def sdpa_calls(monkeypatch):
+    calls = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting)
+    return calls
+
+
+def _texts(loaded):
+    return [render(loaded.tokenizer, loaded.chat, [], q) for q in QUESTIONS]
+
+
+def test_sdpa_equals_eager_on_every_call(tiny, sdpa_calls):
+    eager, fast = Engine(tiny, 3), Engine(tiny, 3, attention="sdpa")
+    texts, names = _texts(tiny), resid_hook_names(tiny.n_layers)
+    cap_e, cap_f = Capture(names, 2), Capture(names, 2)
+    lp_e, lp_f = eager.forward_last(texts, cap_e)[0], None
+    assert not sdpa_calls  # the bridge's own attention never calls the fused kernel
+    lp_f = fast.forward_last(texts, cap_f)[0]
+    assert sdpa_calls, "the sdpa path was not taken"
+    torch.testing.assert_close(lp_f, lp_e, atol=1e-5, rtol=1e-5)
+    got, want = cap_f.take(), cap_e.take()
+    for name in names:
+        torch.testing.assert_close(got[name], want[name], atol=1e-5, rtol=1e-5)
+    for a, b in zip(fast.option_logprobs_batch(texts, OPTIONS),
+                    eager.option_logprobs_batch(texts, OPTIONS), strict=True):
+        assert a == pytest.approx(b, abs=1e-5)
+    assert fast.generate_batch(texts, 6) == eager.generate_batch(texts, 6)
+
+
+def test_bridge_attention_is_restored_after_each_call(tiny):
+    block = tiny.hf_model.model.layers[0].self_attn
+    Engine(tiny, 3, attention="sdpa").forward_last(_texts(tiny))
+    assert "forward" not in vars(block)
+    assert tiny.hf_model.config._attn_implementation == "eager"
+
+
+def test_pattern_hooks_fall_back_to_the_bridge_attention(tiny, sdpa_calls):
+    seen = []
+    hook = ("blocks.0.attn.hook_pattern", lambda t, hook: seen.append(t.shape))
+    Engine(tiny, 3, attention="sdpa").forward_last(_texts(tiny), hooks=[hook])
+    assert seen and not sdpa_calls
+    assert needs_bridge_attention(["blocks.3.attn.hook_attn_scores"])
+    assert not needs_bridge_attention(["blocks.3.hook_resid_post", "blocks.3.hook_attn_out"])
+
+
+def test_unsupported_settings_are_refused(tiny, monkeypatch):
+    with pytest.raises(UnknownNameError, match="attention"):
+        Engine(tiny, attention="flash")
+    with pytest.raises(UnknownNameError, match="--attention"):
+        RunConfig(attention="flash").validate()
+    monkeypatch.setattr(tiny.hf_model.config, "attn_logit_softcapping", 50.0, raising=False)
+    with pytest.raises(ConfigError, match="soft-capping"):
+        Engine(tiny, attention="sdpa")
