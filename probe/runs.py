@@ -186,6 +186,7 @@ class RunFolder:
             raise ConfigError(f"run folder {path} was written from other data or model files "
                               f"(sha256 differs: {', '.join(changed_files)}); use a new --out")
         folder = cls(path, info)
+        folder._remove_temp_files()
         folder.info.setdefault("resumes", []).append(
             {"at": _now(), "provenance": to_jsonable(provenance),
              "changed": {k: list(v) for k, v in diff.items()}})
@@ -194,6 +195,14 @@ class RunFolder:
 
     def _save(self) -> None:
         atomic_write_json(self.run_json, self.info)
+
+    def _remove_temp_files(self) -> None:
+        """Delete ``.<name>.<random>.tmp`` files: atomic writes a kill interrupted (their
+        targets are intact: the rename never happened). activations/ cleans its own."""
+        for tmp in self.path.glob(".*.tmp"):
+            if tmp.is_file():
+                log.info("removing unfinished write %s", tmp)
+                tmp.unlink()
 
     # -- generations ---------------------------------------------------------------------
     def _load_rows(self) -> list[dict[str, Any]]:

@@ -191,3 +191,15 @@ def test_resume_refused_when_data_file_changed(tmp_path):
     changed = {"files": {"bbq/Age.jsonl": {"sha256": "bb", "size": 1}}}
     with pytest.raises(ConfigError, match="bbq/Age.jsonl"):
         RunFolder.create_or_resume(tmp_path / "run", {"seed": 0, "data_dir": "a"}, changed)
+
+
+def test_resume_removes_interrupted_atomic_writes(tmp_path: Path) -> None:
+    run = _make(tmp_path)
+    run.write_metrics({"a": 1})
+    leftover = run.path / ".metrics.json.k2j3h4.tmp"  # what a kill mid-write leaves
+    leftover.write_text('{"a": ')
+    keep = run.path / "notes.tmp"  # not ours: not dot-prefixed
+    keep.write_text("mine")
+    _make(tmp_path)
+    assert not leftover.exists() and keep.exists()
+    assert read_json(run.path / "metrics.json") == {"a": 1}
