@@ -42,7 +42,8 @@ def optional_stage(name: str, module: str, func: str, *args: Any, **kwargs: Any)
 def probes_and_directions(run: Path) -> None:
     """Probes per layer (+ plot), then one self-correction direction per instruction."""
     from probe.analysis import targets as tg
-    from probe.analysis.probes import plot_probes, run_probes
+    from probe.analysis.probe_plots import plot_probes
+    from probe.analysis.probes import run_probes
 
     plot_probes(run_probes(run, progress=False), run / "plots" / "probes.png")
     try:

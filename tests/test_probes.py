@@ -14,8 +14,11 @@ from safetensors.numpy import load_file
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
+from probe.analysis import bootstrap as bs
+from probe.analysis import logreg as lr
 from probe.analysis import probes as pr
 from probe.analysis import targets as tg
+from probe.analysis.probe_plots import plot_probes
 
 
 def planted(n: int = 400, d: int = 16, n_groups: int = 20, signal: float = 2.0, seed: int = 0):
@@ -96,14 +99,14 @@ def test_auroc_matches_sklearn_with_ties():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, size=200)
     scores = np.round(rng.normal(size=200) + y, 1)  # rounding makes ties
-    assert pr.auroc(y, scores) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+    assert bs.auroc(y, scores) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
 
 
 def test_newton_logreg_matches_sklearn():
     X, y, _, _ = planted(n=200, d=10, signal=1.0)
     A = np.hstack([X, np.ones((len(X), 1))])
     for C in (0.01, 1.0):
-        ours = pr.newton_logreg(A, y, C, tol=1e-12)
+        ours = lr.newton_logreg(A, y, C, tol=1e-12)
         ref = LogisticRegression(C=C, tol=1e-10, max_iter=5000).fit(X, y)
         np.testing.assert_allclose(ours[:-1], ref.coef_[0], rtol=1e-4, atol=1e-5)
         assert ours[-1] == pytest.approx(ref.intercept_[0], abs=1e-4)
@@ -113,10 +116,10 @@ def test_row_basis_fit_equals_full_space_fit():
     X, y, _, _ = planted(n=40, d=100, signal=1.0)  # n < d: the reduced path is taken
     for centred in (False, True):
         Xc = X - X.mean(0) if centred else X
-        F, _, back = pr._row_basis(Xc, Xc[:0], centred=centred)
+        F, _, back = lr.row_basis(Xc, Xc[:0], centred=centred)
         assert F.shape[1] == 40 - centred
-        reduced = pr.newton_logreg(np.hstack([F, np.ones((40, 1))]), y, 0.1, tol=1e-12)
-        full = pr.newton_logreg(np.hstack([Xc, np.ones((40, 1))]), y, 0.1, tol=1e-12)
+        reduced = lr.newton_logreg(np.hstack([F, np.ones((40, 1))]), y, 0.1, tol=1e-12)
+        full = lr.newton_logreg(np.hstack([Xc, np.ones((40, 1))]), y, 0.1, tol=1e-12)
         np.testing.assert_allclose(back(reduced[:-1]), full[:-1], atol=1e-4)
 
 
@@ -124,8 +127,8 @@ def test_cluster_bootstrap_ignores_copies_within_a_template():
     rng = np.random.default_rng(0)
     y, groups = rng.integers(0, 2, size=60), np.repeat(np.arange(20), 3).astype(str)
     scores = rng.normal(size=60) + y
-    once = pr.cluster_bootstrap(y, scores, groups, seed=3)
-    copied = pr.cluster_bootstrap(np.repeat(y, 4), np.repeat(scores, 4), np.repeat(groups, 4),
+    once = bs.cluster_bootstrap(y, scores, groups, seed=3)
+    copied = bs.cluster_bootstrap(np.repeat(y, 4), np.repeat(scores, 4), np.repeat(groups, 4),
                                   seed=3)  # same templates, every row four times
     assert once["accuracy"] == pytest.approx(copied["accuracy"])
     assert once["auroc"] == pytest.approx(copied["auroc"])
@@ -190,7 +193,7 @@ def test_run_probes_end_to_end(tmp_path):
     key = "biased_answer:baseline/diffmeans/blocks.1.hook_resid_post"
     assert vectors[key][1] > 0.9  # the planted bias axis
     assert len(vectors) == sum(2 * len(t["layers"]) for t in on_disk["targets"].values())
-    png = pr.plot_probes(tmp_path / "probes.json", tmp_path / "plots" / "probes.png")
+    png = plot_probes(tmp_path / "probes.json", tmp_path / "plots" / "probes.png")
     assert png.stat().st_size > 10_000
 
 

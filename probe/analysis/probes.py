@@ -25,17 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.linalg import LinAlgError, cholesky, solve_triangular
-from scipy.linalg.lapack import dposv
-from scipy.special import expit
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from probe.analysis import targets as tg
+from probe.analysis.bootstrap import auroc, cluster_bootstrap
+from probe.analysis.logreg import logreg_path, row_basis, standardise
 from probe.errors import ConfigError, DataError
-from probe.io import atomic_write_bytes, atomic_write_json, read_json
-from probe.plots import pyplot, save_figure
+from probe.io import atomic_write_bytes, atomic_write_json
 
 KINDS = ("logreg", "diffmeans")
 DEFAULT_CS = (1e-3, 1e-2, 1e-1, 1.0)
@@ -97,98 +95,11 @@ def _fit_diffmeans(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
     return w, -float((mu_pos + mu_neg) @ w) / 2
 
 
-def newton_logreg(A: np.ndarray, y: np.ndarray, C: float, w0: np.ndarray | None = None,
-                  max_iter: int = 30, tol: float = 1e-5) -> np.ndarray:
-    """L2 logistic regression by damped Newton; the last column of A is the intercept.
-
-    Minimises ``sum log(1 + exp(-s z)) + |w|^2 / (2C)`` (sklearn's objective, intercept
-    unpenalised). Newton needs a few steps whatever the conditioning, where lbfgs needed
-    50+ on anisotropic activations; on the row-span design (:func:`_row_basis`) each step
-    is one small positive-definite solve.
-    """
-    reg = np.full(A.shape[1], 1.0 / C)
-    reg[-1] = 1e-8  # keeps the Hessian positive definite without shrinking the intercept
-    w = np.zeros(A.shape[1]) if w0 is None else w0.copy()
-    sign = 2.0 * y - 1.0
-
-    def objective(v: np.ndarray) -> float:
-        return float(np.logaddexp(0.0, -sign * (A @ v)).sum() + 0.5 * (reg * v * v).sum())
-
-    f = objective(w)
-    for _ in range(max_iter):
-        p = expit(A @ w)
-        grad = A.T @ (p - y) + reg * w
-        root = A * np.sqrt(p * (1 - p))[:, None]
-        hess = root.T @ root  # numpy sends X.T @ X to syrk: half the flops of a general product
-        hess[np.diag_indices_from(hess)] += reg
-        step = _solve_pd(hess, grad)
-        decrement = float(grad @ step)
-        if decrement / 2 < tol * (1 + abs(f)):
-            break
-        t = 1.0  # backtracking keeps Newton stable on (nearly) separable folds
-        while t > 1e-6 and objective(w - t * step) > f - 1e-4 * t * decrement:
-            t /= 2
-        w = w - t * step
-        f = objective(w)
-    return w
-
-
-def _solve_pd(H: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Solve H x = g for symmetric positive-definite H (LAPACK posv, no wrapper overhead)."""
-    _, x, info = dposv(H, g, lower=1)
-    return x if info == 0 else np.linalg.lstsq(H, g, rcond=None)[0]
-
-
-def _row_basis(Xtr: np.ndarray, Xte: np.ndarray,
-               centred: bool = False) -> tuple[np.ndarray, np.ndarray, Any]:
-    """Training and test rows in an orthonormal basis of the training rows' span.
-
-    Returns (Ftr, Fte, back) where ``back(v)`` maps weights on F to weights on X. An L2
-    solution (for these rows or any subset of them) lies in that span, so fitting on Ftr
-    (n x r, r <= n) is exact and, with n < d, cheaper. The basis is ``B = M.T @ S`` for
-    spanning rows S, with M from the Cholesky factor of their Gram matrix (eigh when rows
-    are nearly dependent, e.g. the same last token everywhere); only Gram-sized products
-    are formed. With n >= d the rows are used as they are.
-    """
-    if len(Xtr) >= Xtr.shape[1]:
-        return Xtr, Xte, lambda v: v
-    gram = Xtr @ Xtr.T
-    m = len(Xtr) - 1 if centred else len(Xtr)  # centred rows sum to zero: n-1 span them all
-    try:  # Cholesky is ~20x cheaper than eigh
-        L = cholesky(gram[:m, :m], lower=True)
-        diag = np.abs(np.diag(L))
-        if diag.min() > 1e-5 * diag.max():
-            span, M = Xtr[:m], solve_triangular(L, np.eye(m), lower=True).T  # M = L^-T
-            return gram[:, :m] @ M, (Xte @ span.T) @ M, lambda v: span.T @ (M @ v)
-    except LinAlgError:
-        pass
-    lam, U = np.linalg.eigh(gram)
-    keep = lam > 1e-10 * max(lam[-1], 1e-30)
-    M = U[:, keep] / np.sqrt(lam[keep])
-    return gram @ M, (Xte @ Xtr.T) @ M, lambda v: Xtr.T @ (M @ v)
-
-
-def _logreg_path(F: np.ndarray, y: np.ndarray, Cs: tuple[float, ...]) -> list[np.ndarray]:
-    """Weights (intercept last) on features F for each C, ascending, warm-started."""
-    A = np.hstack([F, np.ones((len(F), 1))])
-    out, v = [], None
-    for C in sorted(Cs):
-        v = newton_logreg(A, y, C, v)
-        out.append(v)
-    return out
-
-
-def _standardise(Xtr: np.ndarray, Xte: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    mu, sd = Xtr.mean(0), Xtr.std(0)
-    sd = np.where(sd > 1e-8, sd, 1.0)  # constant features (padding dims) stay finite
-    return (Xtr - mu) / sd, (Xte - mu) / sd, sd
-
-
 def _choose_c(X: np.ndarray, y: np.ndarray, groups: np.ndarray, Cs: tuple[float, ...],
               inner_splits: int = 2) -> float:
     """C with the lowest mean inner-CV log-loss, inner folds grouped by template.
 
-    X holds the outer training fold's row-span coordinates (see :func:`_row_basis`),
+    X holds the outer training fold's row-span coordinates (see :func:`row_basis`),
     standardised with its statistics (re-standardising per inner fold costs more, changes
     little).
     """
@@ -200,8 +111,8 @@ def _choose_c(X: np.ndarray, y: np.ndarray, groups: np.ndarray, Cs: tuple[float,
     for tr, te in GroupKFold(n_splits=k).split(X, y, groups):
         if len(np.unique(y[tr])) < 2:
             continue
-        Ftr, Fte, _ = _row_basis(X[tr], X[te])  # smaller again: fewer rows than coordinates
-        for i, v in enumerate(_logreg_path(Ftr, y[tr], Cs)):
+        Ftr, Fte, _ = row_basis(X[tr], X[te])  # smaller again: fewer rows than coordinates
+        for i, v in enumerate(logreg_path(Ftr, y[tr], Cs)):
             losses[i] += np.mean(np.logaddexp(0, -(Fte @ v[:-1] + v[-1]) * (2 * y[te] - 1)))
     return Cs[int(np.argmin(losses))]
 
@@ -215,7 +126,7 @@ def _fit_score(kind: str, Xtr: np.ndarray, ytr: np.ndarray, Xte: np.ndarray,
         w, b = _fit_diffmeans(Xtr, ytr)
         return Xte @ w + b
     assert C is not None
-    v = _logreg_path(Xtr, ytr, (C,))[0]
+    v = logreg_path(Xtr, ytr, (C,))[0]
     return Xte @ v[:-1] + v[-1]
 
 
@@ -225,45 +136,11 @@ def _final_direction(kind: str, X: np.ndarray, y: np.ndarray, C: float | None) -
         w = _fit_diffmeans(X, y)[0]
     else:
         assert C is not None
-        Xs, _, sd = _standardise(X, X[:0])
-        F, _, back = _row_basis(Xs, Xs[:0], centred=True)
-        w = back(_logreg_path(F, y, (C,))[0][:-1]) / sd
+        Xs, _, sd = standardise(X, X[:0])
+        F, _, back = row_basis(Xs, Xs[:0], centred=True)
+        w = back(logreg_path(F, y, (C,))[0][:-1]) / sd
     norm = np.linalg.norm(w)
     return w / norm if norm > 0 else w
-
-
-def auroc(y: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (ties count half); nan with a single class."""
-    return float(_weighted_auroc(y, scores, np.ones((1, len(y))))[0])
-
-
-def _weighted_auroc(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """AUROC for each row of weights w (B, n): P(score_pos > score_neg), ties half."""
-    pos, neg = y == 1, y == 0
-    wins = (s[pos][:, None] > s[neg][None, :]) + 0.5 * (s[pos][:, None] == s[neg][None, :])
-    num = ((w[:, pos] @ wins) * w[:, neg]).sum(1)
-    den = w[:, pos].sum(1) * w[:, neg].sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
-
-
-def cluster_bootstrap(y: np.ndarray, scores: np.ndarray, groups: np.ndarray, *,
-                      n_boot: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
-    """95% percentile CIs of accuracy and AUROC, resampling templates with replacement."""
-    _, gi = np.unique(groups, return_inverse=True)
-    n_groups = gi.max() + 1
-    draws = np.random.default_rng(seed).integers(0, n_groups, size=(n_boot, n_groups))
-    flat = (draws + np.arange(n_boot)[:, None] * n_groups).ravel()
-    counts = np.bincount(flat, minlength=n_boot * n_groups).reshape(n_boot, n_groups)
-    w = counts[:, gi].astype(float)  # each row's weight = times its template was drawn
-    acc = (w @ ((scores > 0) == (y == 1))) / w.sum(1)
-    auc = _weighted_auroc(y, scores, w)
-
-    def ci(v: np.ndarray) -> tuple[float, float]:
-        v = v[np.isfinite(v)]
-        return (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) if len(v) else (
-            float("nan"), float("nan"))
-    return {"accuracy": ci(acc), "auroc": ci(auc)}
 
 
 def fit_probe(X: np.ndarray, y: np.ndarray, groups: np.ndarray, *, kind: str = "logreg",
@@ -297,8 +174,8 @@ def _fit_probe(X: np.ndarray, y: np.ndarray, groups: np.ndarray, kind: str,
         Xtr, Xte = X[tr], X[te]
         C = None
         if kind == "logreg":
-            Xtr, Xte, _ = _standardise(Xtr, Xte)
-            Xtr, Xte, _ = _row_basis(Xtr, Xte, centred=True)
+            Xtr, Xte, _ = standardise(Xtr, Xte)
+            Xtr, Xte, _ = row_basis(Xtr, Xte, centred=True)
             C = _choose_c(Xtr, y[tr], groups[tr], Cs, inner_splits)
             chosen.append(C)
         scores[te] = _fit_score(kind, Xtr, y[tr], Xte, C)
@@ -403,39 +280,3 @@ def run_probes(run_dir: Path, targets: list[str] | None = None,
         atomic_write_bytes(run_dir / "probe_directions.safetensors",
                            save({k: v.astype(np.float32) for k, v in directions.items()}))
     return result
-
-
-def plot_probes(probes_json: Path | dict[str, Any], out_png: Path) -> Path:
-    """Accuracy per layer, one panel per target, one line per kind, with the control band."""
-    plt = pyplot()
-
-    data = probes_json if isinstance(probes_json, dict) else read_json(probes_json)
-    live = {n: t for n, t in data["targets"].items() if t.get("layers")}
-    cols = min(3, max(1, len(live)))
-    rows_n = max(1, -(-len(live) // cols))
-    fig, axes = plt.subplots(rows_n, cols, figsize=(5 * cols, 3.6 * rows_n), squeeze=False)
-    for ax, (name, target) in zip(axes.ravel(), live.items(), strict=False):
-        _plot_target(ax, name, target, data["meta"]["kinds"])
-    for ax in axes.ravel()[len(live):]:
-        ax.axis("off")
-    fig.suptitle("Linear probe accuracy by layer (grouped CV; grey = shuffled-label control)")
-    return save_figure(fig, out_png)
-
-
-def _plot_target(ax: Any, name: str, target: dict[str, Any], kinds: list[str]) -> None:
-    layers = [rec["layer"] for rec in target["layers"]]
-    controls = np.array([[rec[k]["control_accuracy"] for k in kinds] for rec in target["layers"]])
-    ax.fill_between(layers, controls.min(1), controls.max(1), color="grey", alpha=0.35,
-                    label="control", linewidth=0)
-    for kind in kinds:
-        acc = [rec[kind]["accuracy"] for rec in target["layers"]]
-        lo, hi = zip(*(rec[kind]["accuracy_ci"] for rec in target["layers"]), strict=True)
-        ax.plot(layers, acc, marker=".", label=kind)
-        ax.fill_between(layers, lo, hi, alpha=0.12)
-    majority = max(target["pos_frac"], 1 - target["pos_frac"])
-    ax.axhline(majority, color="k", linestyle="--", linewidth=0.8, label="majority class")
-    ax.set_title(f"{name} (n={target['n']})", fontsize=10)
-    ax.set_xlabel("layer (-1 = embeddings)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, loc="lower right")

@@ -9,7 +9,8 @@ import click
 
 from probe.analysis import targets as tg
 from probe.analysis.directions import compute_directions, paired_rows, plot_cosines
-from probe.analysis.probes import KINDS, plot_probes, run_probes
+from probe.analysis.probe_plots import plot_probes
+from probe.analysis.probes import KINDS, run_probes
 
 
 def best_layers(result: dict[str, Any]) -> list[dict[str, Any]]:
