@@ -92,7 +92,7 @@ def main(model: str, limit: int | None, mode: str, data_dir: Path | None,
         probes_and_directions(run)
         common = {"limit": analysis_limit, "data_dir": data}
         for line in (
-            optional_stage("patching", "probe.analysis.patching", "run_patching", str(run),
+            optional_stage("patching", "probe.analysis.patch_study", "run_patching", str(run),
                            instruction, loaded=loaded, **common),
             optional_stage("steering", "probe.analysis.steering", "run_steering", str(run),
                            instruction, loaded=loaded, **common),

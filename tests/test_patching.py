@@ -11,6 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from probe.analysis import patch_study as ps
 from probe.analysis import patching as pt
 from probe.config import RunConfig
 from probe.inference import Engine
@@ -93,12 +94,12 @@ def test_identities(sharp: LoadedModel) -> None:
     # gives the target metric.
     np.testing.assert_allclose(arrays["denoise"][0], src, atol=1e-5)
     np.testing.assert_allclose(arrays["noise"][0], tgt, atol=1e-5)
-    gap = pt.gap_summary(src, tgt)
+    gap = ps.gap_summary(src, tgt)
     assert gap["reliable"]
-    full = pt.effect(arrays["denoise"][0], src, tgt, gap["reliable"])
+    full = ps.effect(arrays["denoise"][0], src, tgt, gap["reliable"])
     assert full["normalised"]["mean"] == pytest.approx(1.0, abs=1e-5)
     assert full["normalised_items"]["mean"] == pytest.approx(1.0, abs=1e-5)
-    assert pt.effect(arrays["noise"][0], src, tgt, True)["normalised"]["mean"] == \
+    assert ps.effect(arrays["noise"][0], src, tgt, True)["normalised"]["mean"] == \
         pytest.approx(0.0, abs=1e-5)
     # A middle layer at one position restores only part of it.
     assert not np.allclose(arrays["denoise"][1], src, atol=1e-3)
@@ -133,9 +134,9 @@ def test_nothing_and_everything_at_layer0(sharp: LoadedModel) -> None:
 
 def test_tiny_gap_leaves_ratio_out() -> None:
     src = np.array([0.50, 0.51, 0.49])
-    gap = pt.gap_summary(src, src - 0.01)
+    gap = ps.gap_summary(src, src - 0.01)
     assert not gap["reliable"] and "left out" in gap["note"]
-    assert pt.effect(src, src, src - 0.01, gap["reliable"])["normalised"] is None
+    assert ps.effect(src, src, src - 0.01, gap["reliable"])["normalised"] is None
 
 
 def test_suffix_mismatch_is_an_error(sharp: LoadedModel) -> None:

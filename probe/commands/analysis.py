@@ -52,7 +52,7 @@ def _fmt(block: dict[str, Any] | None) -> str:
 def patch(run: Path, source: str, target: str, positions: int, limit: int | None,
           data_dir: Path | None) -> None:
     """Activation patching between two conditions of RUN; writes patching.json and plots."""
-    from probe.analysis.patching import run_patching
+    from probe.analysis.patch_study import run_patching
 
     out = run_patching(str(run), source, target, positions, limit,
                        data_dir=None if data_dir is None else str(data_dir))
