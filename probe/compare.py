@@ -19,10 +19,10 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+from probe.analysis_summary import patching_summary, peak_effect, probe_best, read_analysis
 from probe.errors import ConfigError
 from probe.io import atomic_write_json, atomic_write_text
 from probe.plots import condition_order, pyplot, run_metrics
-from probe.report import patching_summary, peak_effect, probe_best, read_analysis
 from probe.runs import RunFolder
 
 INSTRUCTION_GLOBS = ("instruct-*", "negate-*")
@@ -145,7 +145,7 @@ def _peaks(folder: RunFolder) -> dict[str, Any]:
     """Best probe (biased_answer target preferred) and peak patching effect, when present.
 
     The patching peak is the attn/mlp component of largest denoising effect; files of an
-    unknown shape fall back to :func:`probe.report.peak_effect`.
+    unknown shape fall back to :func:`probe.analysis_summary.peak_effect`.
     """
     best = probe_best(read_analysis(folder.path / "probes.json")[0])
     pick = [b for b in best if b["target"] == "biased_answer"] or best

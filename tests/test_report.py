@@ -11,6 +11,7 @@ import click
 from click.testing import CliRunner
 from test_plots import make_run, metrics
 
+from probe import analysis_summary as asum
 from probe import report
 from probe.cli import ProbeGroup
 from probe.commands.report import plots_cmd, report_cmd
@@ -51,7 +52,7 @@ def test_report_is_self_contained_escaped_and_embeds_every_png(tmp_path: Path) -
 
 def test_probe_table_reports_the_best_layer_of_each_kind(tmp_path: Path) -> None:
     accs = {"logreg": [0.5, 0.9, 0.7], "diffmeans": [0.8, 0.6, 0.55]}
-    best = report.probe_best(probes_json(accs))
+    best = asum.probe_best(probes_json(accs))
     assert {(b["kind"], b["layer"]) for b in best} == {
         (k, a.index(max(a))) for k, a in accs.items()}
     run = make_run(tmp_path / "run", metrics())
@@ -87,25 +88,25 @@ def patching(values: dict[str, list[float]], reliable: bool = True) -> dict:
 
 def test_patching_peak_is_the_largest_component_effect() -> None:
     values = {"attn": [0.1, -0.7, 0.2], "mlp": [0.3, 0.05, 0.6]}
-    summary = report.patching_summary(patching(values))
+    summary = asum.patching_summary(patching(values))
     assert summary is not None
     peak = summary["peak"]
     flat = [(abs(v), c, i) for c, vs in values.items() for i, v in enumerate(vs)]
     _, comp, layer = max(flat)
     assert (peak["component"], peak["layer"]) == (comp, layer)
     assert peak["value"] == values[comp][layer]
-    unreliable = report.patching_summary(patching(values, reliable=False))
+    unreliable = asum.patching_summary(patching(values, reliable=False))
     assert unreliable is not None
     assert unreliable["measure"] == "delta"
     assert unreliable["peak"]["value"] == values[comp][layer] / 10
-    assert report.patching_summary({"layers": []}) is None
+    assert asum.patching_summary({"layers": []}) is None
 
 
 def test_peak_effect_finds_the_largest_magnitude_and_its_layer() -> None:
     data = {"layers": [{"layer": 0, "effect": 0.2}, {"layer": 5, "effect": -0.9}],
             "other": {"accuracy": 5.0}}
-    assert report.peak_effect(data) == {"path": "layers[1].effect", "value": -0.9, "layer": 5}
-    assert report.peak_effect({"accuracy": 1.0}) is None
+    assert asum.peak_effect(data) == {"path": "layers[1].effect", "value": -0.9, "layer": 5}
+    assert asum.peak_effect({"accuracy": 1.0}) is None
 
 
 def test_report_and_plots_commands(tmp_path: Path) -> None:
