@@ -74,6 +74,9 @@ def test_bench_refuses_unknown_projection_condition(data_dir):
 
 def test_plain_copy_has_the_same_weights(tiny):
     ref = bench.plain_copy(tiny, "eager")
+    # Shared, not copied: every parameter is a view of the bridged model's storage.
+    bridged = {p.data_ptr() for p in tiny.hf_model.parameters()}
+    assert {p.data_ptr() for p in ref.parameters()} <= bridged
     ids = torch.tensor([[1, 5, 7, 9]])
     with torch.inference_mode():
         assert torch.equal(ref(input_ids=ids).logits, tiny.hf_model(input_ids=ids).logits)

@@ -35,7 +35,7 @@ def shape_model(shape: str, device: str, dtype: str, force: bool) -> LoadedModel
 
     if not device.startswith("cuda") and not force:
         raise ConfigError(f"--shape {shape} builds a ~7B-parameter model (about 14 GB in "
-                          f"bfloat16, twice that with the reference copy); run it on a GPU "
+                          f"bfloat16; the plain-HF references share its weights); run it on a GPU "
                           f"with --device cuda, or pass --force")
     tokenizer = AutoTokenizer.from_pretrained(
         str(_converted_dir(DEFAULT_MODEL, embedded_gguf(DEFAULT_MODEL))))
@@ -47,18 +47,19 @@ def shape_model(shape: str, device: str, dtype: str, force: bool) -> LoadedModel
 
 
 def plain_copy(loaded: LoadedModel, attn: str) -> Any:
-    """An un-bridged Hugging Face model holding a copy of ``loaded``'s weights."""
+    """An un-bridged Hugging Face model over ``loaded``'s weights (shared, not copied: a
+    7B reference costs no second 13 GB; the models only read them)."""
     from transformers import AutoModelForCausalLM
     from transformers.initialization import no_init_weights
 
     bridged = loaded.hf_model
-    # The weights are overwritten below: skip the (slow) random initialisation.
+    # The weights are replaced below: skip the (slow) random initialisation.
     with torch.device(loaded.device), no_init_weights():
         ref = AutoModelForCausalLM.from_config(copy.deepcopy(bridged.config),
                                                attn_implementation=attn, dtype=bridged.dtype)
     # The bridge wraps each module as `<name>._original_component`; strip that to get HF keys.
     state = {k.replace("._original_component", ""): v for k, v in bridged.state_dict().items()}
-    missing = ref.load_state_dict(state, strict=False).missing_keys
+    missing = ref.load_state_dict(state, strict=False, assign=True).missing_keys
     if missing:
         raise RuntimeError(f"weights not found in the bridged model: {missing[:3]}")
     return ref.eval()
