@@ -36,6 +36,7 @@ class RunConfig:
     act_positions: int = 1  # the last k prompt tokens, aligned from the end
     act_steps: int = 0  # generate mode: also the first n generated tokens
     act_dtype: str = "float16"
+    act_rows_per_shard: int = 256  # rows per activation file (memory holds up to two shards)
     shard: str | None = None  # "i/N": this process runs the i-th of N item shards
     trust_remote_code: bool = False
     device_map: str | None = None  # e.g. "auto": one model over several GPUs (accelerate)
@@ -50,7 +51,8 @@ class RunConfig:
                 raise UnknownNameError("benchmark (--benchmark)", bench, BENCHMARK_NAMES)
         checks = [("--limit", self.limit), ("--batch-size", self.batch_size),
                   ("--max-new-tokens", self.max_new_tokens),
-                  ("--act-positions", self.act_positions)]
+                  ("--act-positions", self.act_positions),
+                  ("--rows-per-shard", self.act_rows_per_shard)]
         for option, value in checks:
             if value is not None and value <= 0:
                 raise ConfigError(f"{option} must be a positive integer, got {value}")

@@ -131,7 +131,8 @@ def run_study(cfg: RunConfig, out: Path, loaded: LoadedModel | None = None) -> S
         capture = Capture(hooks, cfg.act_positions, cfg.act_steps)
         # Shards are written in the background: the next batch runs while one is saved.
         writer = ShardWriter(folder.acts_dir, hooks, len(capture.positions), loaded.d_model,
-                             cfg.act_dtype, positions=capture.positions, background=True)
+                             cfg.act_dtype, cfg.act_rows_per_shard,
+                             positions=capture.positions, background=True)
     flags = _done_batches(folder, batches, writer)
     todo = [b for b, ok in zip(batches, flags, strict=True) if not ok]
     _run_batches(engine, todo, cfg, folder, writer, capture, len(batches))

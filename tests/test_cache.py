@@ -101,3 +101,19 @@ def test_study_shards_hold_the_prompts_activations(tiny, data_dir, tmp_path):
 @pytest.mark.slow
 def test_real_model_capture_matches_references(real_model):
     _check_against_references(real_model, k=1)
+
+
+def test_rows_per_shard_option(tiny, data_dir, tmp_path):
+    from probe.activations import ActivationStore
+    from probe.config import RunConfig
+    from probe.study import run_study
+
+    cfg = RunConfig(model="tiny-random", benchmarks=["bbq"], categories=["Age"], limit=5,
+                    conditions=["baseline"], mode="letter", data_dir=str(data_dir),
+                    cache_acts=True, act_rows_per_shard=2, batch_size=4)
+    folder = run_study(cfg, tmp_path / "run", loaded=tiny).folder
+    store = ActivationStore(folder.acts_dir)
+    assert [s["n_rows"] for s in store.shards] == [2, 2, 1]
+    store.verify()
+    with pytest.raises(Exception, match="--rows-per-shard"):
+        RunConfig(act_rows_per_shard=0).validate()

@@ -20,7 +20,7 @@ from tests.conftest_data import shared_data_dir
 # 7 BBQ categories x 17 + 17 Winogender items, 2 conditions: 272 rows in 18 batches of 16,
 # so the activations fill one full 256-row shard (ShardWriter's fixed size) and a second.
 LIMIT, BATCH = 17, 16
-ROWS_PER_SHARD = 256  # ShardWriter's default; probe run has no option to change it
+ROWS_PER_SHARD = 256  # the default of probe run --rows-per-shard
 COMPARED = ("generations.jsonl", "metrics.json")
 
 

@@ -43,6 +43,8 @@ def default_out(cfg: RunConfig) -> Path:
 @click.option("--cache-acts", is_flag=True, help="Store residual-stream activations.")
 @click.option("--act-positions", type=int, default=1, show_default=True,
               help="Cache the last k prompt positions.")
+@click.option("--rows-per-shard", "act_rows_per_shard", type=int, default=256,
+              show_default=True, help="Activation rows per shard file (bounds memory).")
 @click.option("--cache-steps", "act_steps", type=int, default=0, show_default=True,
               help="With --mode generate, also cache the first n generated tokens.")
 @click.option("--shard", default=None, help="Run shard i of N items, as i/N (0-based).")
