@@ -262,6 +262,18 @@ class RunFolder:
         self.info.setdefault("stages", {})[name] = {"done": _now(), **to_jsonable(details)}
         self._save()
 
+    def fitting_batch_size(self, device: str) -> int | None:
+        """The batch size out-of-memory backoff settled on, on this device, in an earlier
+        session of this run (None if it never had to back off)."""
+        fits = self.info.get("batch_size_fits")
+        return int(fits["size"]) if isinstance(fits, dict) and fits.get("device") == device \
+            else None
+
+    def note_fitting_batch_size(self, device: str, size: int) -> None:
+        """Remember (in run.json) that batches above ``size`` ran out of memory here."""
+        self.info["batch_size_fits"] = {"device": device, "size": size}
+        self._save()
+
     def stage_done(self, name: str) -> bool:
         """Whether :meth:`mark_stage_done` was called for ``name``."""
         return name in self.info.get("stages", {})

@@ -122,7 +122,9 @@ def run_study(cfg: RunConfig, out: Path, loaded: LoadedModel | None = None) -> S
     facts = provenance({k: v for k, v in extra.items() if v.exists()})
     facts["model"] = model_facts(loaded)
     folder = RunFolder.create_or_resume(out, cfg.to_dict(), facts)
-    engine = Engine(loaded, cfg.batch_size, cfg.attention)
+    # A resumed run starts at the size that fitted before instead of failing again first.
+    start = min(cfg.batch_size, folder.fitting_batch_size(loaded.device) or cfg.batch_size)
+    engine = Engine(loaded, start, cfg.attention)
     units = plan_units(items, conditions)
     batches = plan_batches(units, cfg.batch_size)
     writer = capture = None
@@ -145,7 +147,10 @@ def _run_batches(engine: Engine, todo: list[list[Unit]], cfg: RunConfig, folder:
     with folder.appender() as appender, tqdm(total=total, initial=total - len(todo),
                                              desc="batches", unit="batch") as bar:
         for batch in todo:
+            size = engine.batch_size
             rows, acts = run_batch_safe(engine, batch, cfg, capture)
+            if engine.batch_size < size:
+                folder.note_fitting_batch_size(engine.loaded.device, engine.batch_size)
             if writer is not None:
                 _write_acts(writer, rows, acts, already)
                 faults.point("batch-acts", before=writer.drain)

@@ -115,3 +115,22 @@ def test_other_errors_and_single_item_oom_propagate(monkeypatch):
     with pytest.raises(RuntimeError, match="shape mismatch"):
         pipeline.run_batch_safe(engine, [1, 2, 3], None, None)  # type: ignore[arg-type]
     assert engine.batch_size == 4
+
+
+def test_resumed_run_starts_at_the_size_that_fitted(tmp_path, monkeypatch, tiny, data_dir):
+    calls: list[int] = []
+    wrap = _oom_above(MAX_FIT, calls)
+    monkeypatch.setattr(Engine, "option_logprobs_batch", wrap(Engine.option_logprobs_batch))
+    cfg = _cfg(data_dir, batch_size=4, mode="letter", conditions=["baseline"],
+               benchmarks=["bbq"])
+    first = run_study(cfg, tmp_path / "run", loaded=tiny)
+    fits = json.loads((tmp_path / "run" / "run.json").read_text())["batch_size_fits"]
+    assert fits == {"device": "cpu", "size": MAX_FIT} and max(calls) > MAX_FIT
+    # Drop the last rows so a resume has batches to rerun: none of them tries 4 again.
+    gen = tmp_path / "run" / "generations.jsonl"
+    lines = gen.read_text().splitlines(keepends=True)
+    gen.write_text("".join(lines[: len(lines) // 2]))
+    calls.clear()
+    again = run_study(cfg, tmp_path / "run", loaded=tiny)
+    assert calls and max(calls) <= MAX_FIT
+    assert again.metrics == first.metrics
