@@ -208,3 +208,16 @@ def test_slurm_script_submits_shard_array_then_merge(tmp_path):
     refused = subprocess.run(["bash", str(REPO / "scripts" / "slurm_array.sh"), "2", str(out),
                               "--", "--shard", "0/2"], env=env, capture_output=True, text=True)
     assert refused.returncode == 2 and "--shard" in refused.stderr
+
+
+def test_more_shards_than_items_finish_empty_and_merge(tmp_path, tiny, data_dir):
+    def cfg(shard: str | None) -> RunConfig:
+        return RunConfig(model="tiny-random", benchmarks=["bbq"], categories=["Age"], limit=1,
+                         conditions=["baseline"], mode="letter", batch_size=1,
+                         data_dir=str(data_dir), shard=shard)
+
+    full = run_study(cfg(None), tmp_path / "full", loaded=tiny)
+    shards = [run_study(cfg(f"{i}/4"), tmp_path / f"s{i}", loaded=tiny) for i in range(4)]
+    assert sorted(s.n_rows for s in shards) == [0, 0, 0, full.n_rows]
+    merged = merge_runs([tmp_path / f"s{i}" for i in range(4)], tmp_path / "merged")
+    assert _rows(merged.path) == _rows(tmp_path / "full")
