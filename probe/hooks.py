@@ -65,12 +65,19 @@ class Capture:
         """Forget the previous batch."""
         self._store, self._steps, self._valid = {}, {}, None
 
-    def _fn(self, name: str, end: int | None) -> HookFn:
+    def _prompt_slice(self, tensor: torch.Tensor, end: Sequence[int] | None) -> torch.Tensor:
+        """The last ``k`` prompt columns: the sequence end, or each row's ``end[b]``."""
+        if end is None:
+            return tensor[:, -self.n_positions:, :]
+        cols = torch.tensor(end)[:, None] - self.n_positions + torch.arange(self.n_positions)
+        rows = torch.arange(len(end))[:, None]
+        return tensor[rows.to(tensor.device), cols.to(tensor.device)]
+
+    def _fn(self, name: str, end: Sequence[int] | None) -> HookFn:
         def hook(tensor: torch.Tensor, hook: Any) -> None:
             # non_blocking lets a GPU copy overlap with the next layer's compute.
             if name not in self._store:
-                stop = tensor.shape[1] if end is None else end
-                self._store[name] = tensor[:, stop - self.n_positions:stop, :].detach().to(
+                self._store[name] = self._prompt_slice(tensor, end).detach().to(
                     "cpu", non_blocking=True)
             elif len(self._steps.setdefault(name, [])) < self.n_steps:
                 self._steps[name].append(tensor[:, -1:, :].detach().to("cpu", non_blocking=True))
@@ -78,9 +85,9 @@ class Capture:
 
         return hook
 
-    def hooks(self, end: int | None = None) -> list[tuple[str, HookFn]]:
-        """The (name, fn) pairs to attach; ``end`` is the column after the prompt when the
-        pass holds more than the prompt (packed options), else the sequence end."""
+    def hooks(self, end: Sequence[int] | None = None) -> list[tuple[str, HookFn]]:
+        """The (name, fn) pairs to attach; ``end[b]`` is the column after row ``b``'s prompt
+        when the pass holds more than the prompts (packed options), else the sequence end."""
         return [(name, self._fn(name, end)) for name in self.hook_names]
 
     def keep_steps(self, n_valid: Sequence[int]) -> None:

@@ -172,8 +172,8 @@ class Engine:
         """Mean log-prob per token of each option continuing its prompt, in one forward pass.
 
         Prompt and option tails are packed into one row per prompt with a block attention
-        mask (see :mod:`probe.packing`). ``capture`` reads the prompt's columns; ``hooks``
-        see the whole packed row (columns before ``prompt_end`` are the prompt).
+        mask (see :mod:`probe.packing`). ``capture`` reads each row's prompt columns;
+        ``hooks`` see the whole packed rows (prompt, then option tails).
         """
         n_opt = len(options[0])
         if any(len(o) != n_opt for o in options):
@@ -188,7 +188,7 @@ class Engine:
             out = self.model(input_ids=packed.input_ids,
                              attention_mask=packed.additive_mask(self.model.dtype),
                              position_ids=packed.position_ids, use_cache=False,
-                             logits_to_keep=width - packed.prompt_end + 1)
+                             logits_to_keep=width - packed.first_read)
         sums = option_logprob_sums(torch.log_softmax(out.logits.float(), dim=-1), packed)
         lengths = torch.tensor([[len(ids) for ids in row] for row in conts],
                                dtype=torch.float64)

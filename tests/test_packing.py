@@ -72,10 +72,11 @@ def test_pack_layout():
     mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
     conts = [[[11, 12, 13], [14]], [[15, 16], [17, 18]]]
     p = pack_options(prompt, mask, conts, pad_id=0)
-    assert p.prompt_end == 4
+    # Row 0: 2 prompt + 2 tail tokens, row 1: 4 + 2; left-padded to 6.
     assert p.input_ids.tolist() == [[0, 0, 5, 6, 11, 12], [7, 8, 9, 10, 15, 17]]
+    assert p.prompt_end == [4, 4] and p.first_read == 3
     # Tails continue the prompt's own positions (2 real tokens in row 0, 4 in row 1).
-    assert p.position_ids[0, 4:].tolist() == [2, 3]
+    assert p.position_ids[0, 2:].tolist() == [0, 1, 2, 3]
     assert p.position_ids[1, 4:].tolist() == [4, 4]
     assert p.tail_cols == [[[4, 5], []], [[4], [5]]]
     allowed = p.allowed[:, 0]
@@ -83,3 +84,16 @@ def test_pack_layout():
     assert allowed[0, 5].tolist() == [False, False, True, True, True, True]
     assert allowed[0, 0].tolist() == [True] + [False] * 5  # padding sees only itself
     assert PAD != PROMPT
+
+
+def test_rows_end_their_prompts_at_their_own_column():
+    """A short prompt with long options uses the room a long prompt leaves in its row."""
+    prompt = torch.tensor([[0, 0, 0, 5], [6, 7, 8, 9]])
+    mask = torch.tensor([[0, 0, 0, 1], [1, 1, 1, 1]])
+    conts = [[[11, 12, 13, 14], [15]], [[16], [17]]]
+    p = pack_options(prompt, mask, conts, pad_id=0)
+    assert p.input_ids.shape == (2, 4)  # not 4 prompt columns + 3 tail columns
+    assert p.input_ids.tolist() == [[5, 11, 12, 13], [6, 7, 8, 9]]
+    assert p.prompt_end == [1, 4] and p.first_read == 0
+    assert p.tail_cols == [[[1, 2, 3], []], [[], []]]
+    assert p.position_ids.tolist() == [[0, 1, 2, 3], [0, 1, 2, 3]]
