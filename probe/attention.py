@@ -52,9 +52,20 @@ def check_sdpa(hf_model: Any) -> None:
     _attention_bridges(hf_model)
 
 
+_ACTIVE: set[int] = set()  # models inside sdpa_attention now (nested blocks do nothing)
+
+
+def sdpa_active(hf_model: Any) -> bool:
+    """Whether ``hf_model`` is inside :func:`sdpa_attention` now."""
+    return id(hf_model) in _ACTIVE
+
+
 @contextmanager
 def sdpa_attention(hf_model: Any) -> Iterator[None]:
-    """Within the block, attention runs in the wrapped HF modules with sdpa."""
+    """Within the block, attention runs in the wrapped HF modules with sdpa (re-entrant)."""
+    if id(hf_model) in _ACTIVE:
+        yield
+        return
     blocks = _attention_bridges(hf_model)
     config = hf_model.config
     before = config._attn_implementation
@@ -62,9 +73,11 @@ def sdpa_attention(hf_model: Any) -> Iterator[None]:
         # object.__setattr__: the bridge forwards attribute writes to the wrapped module.
         object.__setattr__(block, "forward", _hf_forward(block))
     config._attn_implementation = "sdpa"  # the HF modules and mask builder read this
+    _ACTIVE.add(id(hf_model))
     try:
         yield
     finally:
+        _ACTIVE.discard(id(hf_model))
         config._attn_implementation = before
         for block in blocks:
             object.__delattr__(block, "forward")

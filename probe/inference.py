@@ -15,8 +15,14 @@ from typing import Any, TypeVar
 
 import torch
 
-from probe.attention import ATTENTION, check_sdpa, needs_bridge_attention, sdpa_attention
-from probe.errors import UnknownNameError
+from probe.attention import (
+    ATTENTION,
+    check_sdpa,
+    needs_bridge_attention,
+    sdpa_active,
+    sdpa_attention,
+)
+from probe.errors import ConfigError, UnknownNameError
 from probe.hooks import Capture, HookFn, hooked
 from probe.models import LoadedModel
 from probe.packing import option_logprob_sums, pack_options
@@ -59,9 +65,14 @@ class Engine:
         self.model = loaded.hf_model
 
     @contextmanager
-    def _running(self, hooks: Sequence[tuple[str, HookFn]]) -> Iterator[None]:
-        """Attach ``hooks`` for one model call, with the fast attention where it may serve."""
+    def running(self, hooks: Sequence[tuple[str, HookFn]]) -> Iterator[None]:
+        """Attach ``hooks`` around model calls, with the fast attention where it may serve
+        (``--attention sdpa``, no hook that needs the bridge's attention). Nests."""
         fast = self.attention == "sdpa" and not needs_bridge_attention([n for n, _ in hooks])
+        if self.attention == "sdpa" and not fast and sdpa_active(self.model):
+            # An enclosing block already swapped the bridge's attention out.
+            raise ConfigError(f"hooks {[n for n, _ in hooks][:3]} need the bridge's own "
+                              f"attention, inside a block that runs sdpa; use --attention eager")
         with hooked(self.loaded.bridge, hooks), \
                 (sdpa_attention(self.model) if fast else nullcontext()):
             yield
@@ -126,7 +137,7 @@ class Engine:
             max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
             pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos_ids())
         all_hooks = [*(capture.hooks() if capture else []), *hooks]
-        with self._running(all_hooks):
+        with self.running(all_hooks):
             out = self.model.generate(input_ids=batch.input_ids,
                                       attention_mask=batch.attention_mask,
                                       generation_config=config)
@@ -158,7 +169,7 @@ class Engine:
         """One prompt pass: log-probs at the last position (batch, vocab), the KV cache."""
         batch = self.encode(texts)
         all_hooks = [*(capture.hooks() if capture else []), *hooks]
-        with self._running(all_hooks):
+        with self.running(all_hooks):
             out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                              position_ids=batch.position_ids, use_cache=use_cache,
                              logits_to_keep=1)
@@ -184,7 +195,7 @@ class Engine:
                               self.tokenizer.pad_token_id)
         width = packed.input_ids.shape[1]
         all_hooks = [*(capture.hooks(end=packed.prompt_end) if capture else []), *hooks]
-        with self._running(all_hooks):
+        with self.running(all_hooks):
             out = self.model(input_ids=packed.input_ids,
                              attention_mask=packed.additive_mask(self.model.dtype),
                              position_ids=packed.position_ids, use_cache=False,

@@ -79,3 +79,17 @@ def test_unsupported_settings_are_refused(tiny, monkeypatch):
     monkeypatch.setattr(tiny.hf_model.config, "attn_logit_softcapping", 50.0, raising=False)
     with pytest.raises(ConfigError, match="soft-capping"):
         Engine(tiny, attention="sdpa")
+
+
+def test_running_blocks_nest(tiny, sdpa_calls):
+    """Analyses wrap engine calls in engine.running(...): the sdpa swap nests, and a pattern
+    hook inside an sdpa block is refused rather than silently never firing."""
+    engine = Engine(tiny, 3, attention="sdpa")
+    resid = ("blocks.0.hook_resid_post", lambda t, hook: None)
+    with engine.running([resid]):
+        engine.forward_last(_texts(tiny))
+        assert "forward" in vars(tiny.hf_model.model.layers[0].self_attn)
+        pattern = ("blocks.0.attn.hook_pattern", lambda t, hook: None)
+        with pytest.raises(ConfigError, match="bridge's own attention"):
+            engine.forward_last(_texts(tiny), hooks=[pattern])
+    assert sdpa_calls and "forward" not in vars(tiny.hf_model.model.layers[0].self_attn)

@@ -184,3 +184,14 @@ def test_identity_on_the_real_model(tmp_path: Path, real_model: LoadedModel) -> 
     np.testing.assert_allclose(arrays["noise"][0], arrays["target"], atol=1e-4)
     # the last tokens are the same in both prompts: patching them at layer 0 changes nothing
     np.testing.assert_allclose(arrays["denoise"][1], arrays["target"], atol=1e-4)
+
+
+def test_patching_with_sdpa_attention_equals_eager(sharp: LoadedModel) -> None:
+    """Runs made with --attention sdpa are analysed with it: same patched metrics."""
+    patches = [pt.Patch(f"blocks.{layer}.{hook}", (-1,)) for layer in range(sharp.n_layers)
+               for hook in ("hook_resid_pre", "hook_attn_out", "hook_mlp_out")]
+    pairs = _pairs(sharp)
+    eager = pt.patch_pairs(Engine(sharp, 3), pairs, patches, k=1)
+    fast = pt.patch_pairs(Engine(sharp, 3, attention="sdpa"), pairs, patches, k=1)
+    for key in ("source", "target", "denoise", "noise"):
+        np.testing.assert_allclose(fast[key], eager[key], atol=1e-4, rtol=1e-5)

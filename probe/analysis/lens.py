@@ -103,7 +103,7 @@ def run_lens(run_dir: str, conditions: list[str] | None = None, limit: int | Non
 
     run = ans.load_run(run_dir, data_dir)
     loaded = loaded or ans.load_run_model(run)
-    engine = Engine(loaded, run.config.batch_size)
+    engine = Engine(loaded, run.config.batch_size, run.config.attention)
     start = time.perf_counter()
     results, worst = {}, 0.0
     for cond in conditions or run.conditions():

@@ -102,7 +102,8 @@ def run_patching(run_dir: str, source: str, target: str = ans.BASELINE, position
     patches = resid_patches(loaded.n_layers, positions) + component_patches(loaded.n_layers,
                                                                             positions)
     start = time.perf_counter()
-    arrays = patch_pairs(Engine(loaded, run.config.batch_size), pairs, patches, positions)
+    arrays = patch_pairs(Engine(loaded, run.config.batch_size, run.config.attention), pairs,
+                         patches, positions)
     result = summarise(arrays, patches, loaded.n_layers, positions, threshold)
     result["meta"] = {
         "source": source, "target": target, "positions": positions, "n_items": len(pairs),

@@ -32,7 +32,7 @@ import torch
 
 from probe.analysis import answers as ans
 from probe.errors import ConfigError
-from probe.hooks import Capture, HookFn, hooked
+from probe.hooks import Capture, HookFn
 from probe.inference import Engine
 from probe.models import LoadedModel
 
@@ -114,7 +114,7 @@ class PrefixRun:
         self.cache = None
         if self.prefix_len > 0:
             b = self.batch
-            with torch.inference_mode():
+            with torch.inference_mode(), engine.running([]):
                 self.cache = engine.model(
                     input_ids=b.input_ids[:, :-k], attention_mask=b.attention_mask[:, :-k],
                     position_ids=b.position_ids[:, :-k], use_cache=True).past_key_values
@@ -147,7 +147,7 @@ class PrefixRun:
         def rep(t: torch.Tensor) -> torch.Tensor:
             return t.repeat_interleave(g, dim=0)
 
-        with torch.inference_mode(), hooked(self.engine.loaded.bridge, hooks):
+        with torch.inference_mode(), self.engine.running(hooks):
             out = self.engine.model(
                 input_ids=rep(b.input_ids[:, start:]), attention_mask=rep(b.attention_mask),
                 position_ids=rep(b.position_ids[:, start:]), past_key_values=cache,

@@ -28,7 +28,7 @@ import torch
 
 from probe.analysis import answers as ans
 from probe.errors import ConfigError, ProbeError
-from probe.hooks import Capture, HookFn, hooked
+from probe.hooks import Capture, HookFn
 from probe.inference import Engine
 from probe.models import LoadedModel
 from probe.pipeline import Unit, plan_batches, run_batch
@@ -101,7 +101,7 @@ def score_baseline(engine: Engine, run: ans.RunData, units: list[Unit],
                    hooks: list[tuple[str, HookFn]]) -> list[dict[str, Any]]:
     """The baseline rows re-scored with ``hooks`` attached, exactly as the run scored them."""
     rows: list[dict[str, Any]] = []
-    with hooked(engine.loaded.bridge, hooks):
+    with engine.running(hooks):
         for batch in plan_batches(units, run.config.batch_size):
             rows += [r.to_json() for r in run_batch(engine, batch, run.config, None)[0]]
     return rows
@@ -160,7 +160,7 @@ def run_steering(run_dir: str, instruction: str, layers: list[int] | None = None
     if not units:
         raise ConfigError(f"run {run_dir} has no baseline rows to steer")
     start = time.perf_counter()
-    engine = Engine(loaded, run.config.batch_size)
+    engine = Engine(loaded, run.config.batch_size, run.config.attention)
     directions, origin = load_or_compute(engine, run, instruction, layers)
     controls = {L: random_like(v, seed + L) for L, v in directions.items()}
     zero_rows = score_baseline(engine, run, units, [(resid_hook(layers[0]),
