@@ -85,9 +85,9 @@ def project_study(loaded: LoadedModel, data_dir: str, conditions: list[str],
     Prompt lengths come from ``sample`` items drawn at random (seeded) and rendered exactly
     as a run renders them; the total is items x the sum of per-condition mean lengths.
     """
+    from probe.analysis.answers import final_prompt
     from probe.conditions import get_condition
     from probe.data.bbq import load_bbq
-    from probe.prompts import render
     from probe.scoring_modes import mode_prefix
 
     items, _ = load_bbq(Path(data_dir))
@@ -102,8 +102,7 @@ def project_study(loaded: LoadedModel, data_dir: str, conditions: list[str],
                 raise ConfigError(f"--project-condition {name}: only single-turn conditions "
                                   f"can be projected (this one generates {len(plan.turns) - 1} "
                                   f"earlier turn(s) first)")
-            prefix = plan.final.assistant_prefix + mode_prefix(item, "letter")
-            text = render(loaded.tokenizer, loaded.chat, [], plan.final.user, prefix)
+            text = final_prompt(loaded, item, name, [], mode_prefix(item, "letter"))
             lengths.append(len(loaded.tokenizer(text, add_special_tokens=False).input_ids))
         mean_tokens[name] = statistics.mean(lengths)
     tokens = len(items) * sum(mean_tokens.values())

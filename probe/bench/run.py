@@ -111,11 +111,12 @@ def add_flop_rates(rows: list[Row], loaded: LoadedModel, prompts: Prompts,
     prompt-only pass; probe's extra option tokens in text mode count as overhead).
     """
     tok = loaded.tokenizer
-    texts = {"letter": prompts.letter, "text": prompts.text}
+    flops = {group: forward_flops(loaded.hf_model, [len(tok(t, add_special_tokens=False)
+                                                        .input_ids) for t in texts])
+             for group, texts in (("letter", prompts.letter), ("text", prompts.text))}
     for row in rows:
-        if row.group not in texts:
+        if row.group not in flops:
             continue
-        lengths = [len(tok(t, add_special_tokens=False).input_ids) for t in texts[row.group]]
-        row.tflops = forward_flops(loaded.hf_model, lengths) / row.seconds / 1e12
+        row.tflops = flops[row.group] / row.seconds / 1e12
         row.peak_share = row.tflops / matmul
 
