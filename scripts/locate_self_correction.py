@@ -69,9 +69,11 @@ def probes_and_directions(run: Path) -> None:
 @click.option("--condition", "conditions", multiple=True,
               help=f"Condition, repeatable (default: {', '.join(DEFAULT_CONDITIONS)}).")
 @click.option("--instruction", default="instruct-1", show_default=True,
-              help="Condition patched into the baseline and used as steering direction.")
-@click.option("--analysis-limit", type=int, default=40, show_default=True,
-              help="Items used by patching, steering and the lens.")
+              help="Instruction condition patched into the baseline and used as steering "
+                   "direction.")
+@click.option("--analysis-limit", type=int, default=4, show_default=True,
+              help="Items per category used by patching, steering and the lens (as "
+                   "`probe patch --limit`; at most --limit).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None,
@@ -96,7 +98,8 @@ def main(model: str, limit: int | None, mode: str, data_dir: Path | None,
                            instruction, loaded=loaded, **common),
             optional_stage("steering", "probe.analysis.steering", "run_steering", str(run),
                            instruction, loaded=loaded, **common),
-            optional_stage("lens", "probe.analysis.lens", "run_lens", str(run), **common),
+            optional_stage("lens", "probe.analysis.lens", "run_lens", str(run),
+                           loaded=loaded, **common),
         ):
             click.echo(line)
         click.echo(f"report: {write_report(run)}")

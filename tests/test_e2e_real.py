@@ -35,8 +35,8 @@ def test_internal_analysis_end_to_end(real_model, data_dir, tmp_path):
     assert "instruct-3" in out
     assert sum(1 for _ in (run / "generations.jsonl").open()) == 42 * 3
     _ok(["probes", str(run)])
-    _ok(["patch", str(run), "--source", "instruct-3", "--limit", "3"])
-    _ok(["steer", str(run), "--direction", "instruct-3", "--layers", "15",
+    _ok(["patch", str(run), "--instruction", "instruct-3", "--limit", "3"])
+    _ok(["steer", str(run), "--instruction", "instruct-3", "--layers", "15",
          "--alphas", "-4,0,4", "--limit", "6"])
     _ok(["lens", str(run), "--limit", "4"])
     _ok(["report", str(run)])

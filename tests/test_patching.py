@@ -154,7 +154,7 @@ def test_patch_command_on_a_run(tmp_path: Path) -> None:
     run = make_run(tmp_path, load_model("tiny-random"))
     group = click.Group()
     group.add_command(patch)
-    res = CliRunner().invoke(group, ["patch", str(run), "--source", "instruct-1",
+    res = CliRunner().invoke(group, ["patch", str(run), "--instruction", "instruct-1",
                                      "--positions", "2"])
     assert res.exit_code == 0, res.output
     out = json.loads((run / "patching.json").read_text())

@@ -73,7 +73,7 @@ def test_steer_command(tmp_path: Path, tiny: LoadedModel) -> None:
     run_dir = make_run(tmp_path, tiny)
     group = click.Group()
     group.add_command(steer)
-    res = CliRunner().invoke(group, ["steer", str(run_dir), "--direction", "instruct-1",
+    res = CliRunner().invoke(group, ["steer", str(run_dir), "--instruction", "instruct-1",
                                      "--layers", "0,1", "--alphas", "-4,0,4"])
     assert res.exit_code == 0, res.output
     out = json.loads((run_dir / "steering.json").read_text())
@@ -85,7 +85,7 @@ def test_steer_command(tmp_path: Path, tiny: LoadedModel) -> None:
         if rec["alpha"] == 0:
             assert rec["ambig"]["mean"] == base
     assert (run_dir / "plots" / "steering.png").stat().st_size > 1000
-    bad = CliRunner().invoke(group, ["steer", str(run_dir), "--direction", "instruct-1",
+    bad = CliRunner().invoke(group, ["steer", str(run_dir), "--instruction", "instruct-1",
                                      "--layers", "7"])
     assert bad.exit_code != 0 and "--layers" in str(bad.exception or bad.output)
 

@@ -54,14 +54,24 @@ class RunData:
         return list(dict.fromkeys(c for _, c in self.rows))
 
 
-def load_run(run_dir: str | Path, data_dir: str | Path | None = None) -> RunData:
-    """Open a run folder and reload its BBQ items (``data_dir`` overrides the run's)."""
+def load_run(run_dir: str | Path, data_dir: str | Path | None = None,
+             limit: int | None = None) -> RunData:
+    """Open a run folder and reload its BBQ items (``data_dir`` overrides the run's).
+
+    ``limit`` keeps N items per category: the stratified sample ``probe run --limit N``
+    draws, which is the first N of any larger sample with the same seed, so it lies inside
+    the run's items (``--limit`` means items per category in every command).
+    """
     from probe.study import load_items
 
     folder = RunFolder.open(run_dir)
     cfg = RunConfig.from_dict(folder.config)
     if data_dir is not None:
         cfg = replace(cfg, data_dir=str(data_dir))
+    if limit is not None:
+        if limit <= 0:
+            raise ConfigError(f"--limit must be a positive integer, got {limit}")
+        cfg = replace(cfg, limit=min(limit, cfg.limit or limit))
     if "bbq" not in cfg.benchmarks:
         raise ConfigError(f"run {run_dir} has no BBQ rows; these analyses need BBQ")
     cfg = replace(cfg, benchmarks=["bbq"])
@@ -72,6 +82,10 @@ def load_run(run_dir: str | Path, data_dir: str | Path | None = None) -> RunData
     items, _ = load_items(cfg)
     wanted = {i for i, _ in rows}
     kept = [it for it in items if it.item_id in wanted]
+    if limit is not None:
+        chosen = {it.item_id for it in items}
+        rows = {k: r for k, r in rows.items() if k[0] in chosen}
+        wanted = {i for i, _ in rows}
     missing = wanted - {it.item_id for it in kept}
     if missing:
         raise DataError(f"{len(missing)} items of the run are not in the data at {cfg.data_dir} "

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from probe.analysis import answers as ans
-from probe.errors import ConfigError
+from probe.errors import ConfigError, UnknownNameError
 from probe.hooks import Capture, resid_hook_names
 from probe.inference import Engine
 from probe.models import LoadedModel
@@ -101,13 +101,16 @@ def run_lens(run_dir: str, conditions: list[str] | None = None, limit: int | Non
     from probe.io import atomic_write_json
     from probe.scoring.metrics import json_safe
 
-    run = ans.load_run(run_dir, data_dir)
+    run = ans.load_run(run_dir, data_dir, limit)
     loaded = loaded or ans.load_run_model(run)
+    unknown = [c for c in conditions or [] if c not in run.conditions()]
+    if unknown:
+        raise UnknownNameError("condition of this run", unknown[0], run.conditions())
     engine = Engine(loaded, run.config.batch_size, run.config.attention)
     start = time.perf_counter()
     results, worst = {}, 0.0
     for cond in conditions or run.conditions():
-        results[cond], diff = condition_lens(engine, run, cond, limit)
+        results[cond], diff = condition_lens(engine, run, cond, None)
         worst = max(worst, diff)
     hooks = resid_hook_names(loaded.n_layers)
     out = json_safe({

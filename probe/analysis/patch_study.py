@@ -93,9 +93,9 @@ def run_patching(run_dir: str, source: str, target: str = ans.BASELINE, position
 
     if positions < 1:
         raise ConfigError(f"--positions must be >= 1, got {positions}")
-    run = ans.load_run(run_dir, data_dir)
+    run = ans.load_run(run_dir, data_dir, limit)
     loaded = loaded or ans.load_run_model(run)
-    pairs, skipped = build_pairs(run, loaded, source, target, limit)
+    pairs, skipped = build_pairs(run, loaded, source, target)
     if not pairs:
         raise ConfigError(f"no items with rows under both {source} and {target} and a "
                           f"biased/unbiased answer pair (skipped: {skipped})")

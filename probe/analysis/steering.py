@@ -148,7 +148,7 @@ def run_steering(run_dir: str, instruction: str, layers: list[int] | None = None
     from probe.io import atomic_write_json
     from probe.scoring.metrics import json_safe
 
-    run = ans.load_run(run_dir, data_dir)
+    run = ans.load_run(run_dir, data_dir, limit)
     loaded = loaded or ans.load_run_model(run)
     layers = default_layers(loaded.n_layers) if layers is None else layers
     bad = [L for L in layers if not 0 <= L < loaded.n_layers]
@@ -156,7 +156,6 @@ def run_steering(run_dir: str, instruction: str, layers: list[int] | None = None
         raise ConfigError(f"--layers {bad or layers}: need layers in 0..{loaded.n_layers - 1}")
     alphas = [-8.0, -4.0, 0.0, 4.0, 8.0] if alphas is None else alphas
     units = [Unit(it, ans.BASELINE) for it in run.items if run.row(it.item_id, ans.BASELINE)]
-    units = units[:limit] if limit is not None else units
     if not units:
         raise ConfigError(f"run {run_dir} has no baseline rows to steer")
     start = time.perf_counter()

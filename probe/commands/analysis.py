@@ -16,7 +16,13 @@ from probe.errors import ConfigError
 RUN_ARG = click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
 DATA_OPT = click.option("--data-dir", type=click.Path(path_type=Path), default=None,
                         help="Benchmark files, if not where the run found them.")
-LIMIT_OPT = click.option("--limit", type=int, default=None, help="At most N items.")
+# One meaning of --limit in every command: items per BBQ category (here the stratified
+# sample `probe run --limit N` draws, which lies inside any run with a larger limit).
+LIMIT_OPT = click.option("--limit", type=int, default=None,
+                         help="Items per category, the sample `probe run --limit N` draws "
+                              "(default: all the run's items).")
+# One name for the instruction condition in patch, steer, lens and the scripts.
+INSTRUCTION_HELP = "Instruction condition (e.g. instruct-1, or one from a conditions file)"
 
 
 def _ints(text: str, option: str) -> list[int]:
@@ -43,17 +49,20 @@ def _fmt(block: dict[str, Any] | None) -> str:
 
 @click.command("patch")
 @RUN_ARG
-@click.option("--source", required=True, help="Condition whose activations are patched in.")
-@click.option("--target", default="baseline", show_default=True, help="Condition patched into.")
+@click.option("--instruction", required=True,
+              help=f"{INSTRUCTION_HELP}, whose activations are patched into --baseline.")
+@click.option("--baseline", default="baseline", show_default=True,
+              help="Condition patched into (and, noising, patched from).")
 @click.option("--positions", type=int, default=1, show_default=True,
               help="Patch the last k prompt positions (aligned from the end).")
 @LIMIT_OPT
 @DATA_OPT
-def patch(run: Path, source: str, target: str, positions: int, limit: int | None,
+def patch(run: Path, instruction: str, baseline: str, positions: int, limit: int | None,
           data_dir: Path | None) -> None:
     """Activation patching between two conditions of RUN; writes patching.json and plots."""
     from probe.analysis.patch_study import run_patching
 
+    source, target = instruction, baseline
     out = run_patching(str(run), source, target, positions, limit,
                        data_dir=None if data_dir is None else str(data_dir))
     metric = out["metric"]
@@ -71,8 +80,8 @@ def patch(run: Path, source: str, target: str, positions: int, limit: int | None
 
 @click.command("steer")
 @RUN_ARG
-@click.option("--direction", "instruction", required=True,
-              help="Instruction condition; direction = its mean resid minus baseline's.")
+@click.option("--instruction", required=True,
+              help=f"{INSTRUCTION_HELP}; direction = its mean resid minus baseline's.")
 @click.option("--layers", default=None, help="Comma-separated layers (default: 3 spread out).")
 @click.option("--alphas", default="-8,-4,0,4,8", show_default=True,
               help="Multiples of the direction added at every position.")
@@ -99,13 +108,19 @@ def steer(run: Path, instruction: str, layers: str | None, alphas: str, seed: in
 
 @click.command("lens")
 @RUN_ARG
+@click.option("--instruction", "instructions", multiple=True,
+              help=f"{INSTRUCTION_HELP}, repeatable: lens baseline and these "
+                   "(default: every condition of the run).")
 @LIMIT_OPT
 @DATA_OPT
-def lens(run: Path, limit: int | None, data_dir: Path | None) -> None:
+def lens(run: Path, instructions: tuple[str, ...], limit: int | None,
+         data_dir: Path | None) -> None:
     """Logit lens at the answer position per layer and condition; writes lens.json and plot."""
     from probe.analysis.lens import run_lens
 
-    out = run_lens(str(run), limit=limit, data_dir=None if data_dir is None else str(data_dir))
+    conditions = ["baseline", *instructions] if instructions else None
+    out = run_lens(str(run), conditions, limit=limit,
+                   data_dir=None if data_dir is None else str(data_dir))
     for cond, block in out["conditions"].items():
         last = block["layers"][-1]
         click.echo(f"{cond:<14} n={block['n_items']:<4} final layer: p(unbiased) "
