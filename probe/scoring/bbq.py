@@ -65,6 +65,7 @@ def cell_metrics(rows: list[dict[str, Any]], context_condition: str, n_boot: int
         "bias_score": bias,
         "n": int(totals[PARSED]),
         "n_unparsed": len(rows) - int(totals[PARSED]),
+        "unparsed_share": ratio(len(rows) - totals[PARSED], len(rows)),
         # Of the unparsed: prompts refused as longer than the model's context.
         "n_truncated": sum(bool(r.get("truncated")) for r in rows),
         "n_no_target": sum((r.get("meta") or {}).get("target_index") is None for r in rows),

@@ -71,20 +71,21 @@ def _bbq_lines(cond: str, bbq: dict[str, Any], by_category: bool) -> list[str]:
         for context in ("ambig", "disambig"):
             c = cell[context]
             parts.append(f"{_num(c['bias_score'])}{_ci(c)} {_pct(c['accuracy'])} {c['n']:>4} "
-                         f"{c['n_unparsed']:>4}")
+                         f"{c['n_unparsed']:>4} {_pct(c.get('unparsed_share'))}")
         lines.append(" | ".join(parts))
     return lines
 
 
 def format_table(metrics: dict[str, Any], by_category: bool = False) -> str:
-    """A readable table: BBQ bias score (95% CI), accuracy, n and unparsed for ambig and
-    disambig per condition (and per category if asked); Winogender r and pronoun rates."""
+    """A readable table: BBQ bias score (95% CI), accuracy, n and unparsed (count and share
+    of the cell's rows) for ambig and disambig per condition (and per category if asked);
+    Winogender r and pronoun rates."""
     conditions = metrics.get("conditions", {})
     out: list[str] = []
     bbq = {c: m["bbq"] for c, m in conditions.items() if "bbq" in m}
     if bbq:
-        head = f"{'bias':>7}{'95% CI':>16} {'acc':>6} {'n':>4} {'unp':>4}"
-        out.append(f"{'BBQ':<12} {'':<20} | {'ambiguous':^38} | {'disambiguated':^38}")
+        head = f"{'bias':>7}{'95% CI':>16} {'acc':>6} {'n':>4} {'unparsed':>11}"
+        out.append(f"{'BBQ':<12} {'':<20} | {'ambiguous':^45} | {'disambiguated':^45}")
         out.append(f"{'condition':<12} {'category':<20} | {head} | {head}")
         for cond, block in bbq.items():
             out += _bbq_lines(cond, block, by_category)
@@ -95,10 +96,11 @@ def format_table(metrics: dict[str, Any], by_category: bool = False) -> str:
     wino = {c: m["winogender"] for c, m in conditions.items() if "winogender" in m}
     if wino:
         out.append(f"{'Winogender':<14} {'r(BLS)':>7} {'r(Bergsma)':>10} {'male':>7} "
-                   f"{'female':>7} {'neutral':>7} {'n':>5} {'unparsed':>8}")
+                   f"{'female':>7} {'neutral':>7} {'n':>5} {'unparsed':>14}")
         for cond, w in wino.items():
             rates = w["rates"]
             out.append(f"{cond:<14} {_num(w['r_bls'], 7)} {_num(w['r_bergsma'], 10)} "
                        f"{_pct(rates['male']):>7} {_pct(rates['female']):>7} "
-                       f"{_pct(rates['neutral']):>7} {w['n']:>5} {w['n_unparsed']:>8}")
+                       f"{_pct(rates['neutral']):>7} {w['n']:>5} {w['n_unparsed']:>7} "
+                       f"{_pct(w.get('unparsed_share'))}")
     return "\n".join(out) if out else "(no rows)"

@@ -67,6 +67,7 @@ def winogender_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "n": len(preds),
         "n_unparsed": len(rows) - len(preds),
+        "unparsed_share": ratio(len(rows) - len(preds), len(rows)),
         "n_truncated": sum(bool(r.get("truncated")) for r in rows),
         "rates": {g: ratio(sum(p == g for p in preds), len(preds)) for g in GENDERS},
         "p_female_source": "+".join(sorted(sources)) or None,
