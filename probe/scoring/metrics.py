@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from probe.scoring.bbq import bbq_metrics
+from probe.scoring.gains import compute_gains, format_gains
+from probe.scoring.stats import LEVEL
 from probe.scoring.winogender import winogender_metrics
 
 
@@ -30,7 +32,8 @@ def json_safe(value: Any) -> Any:
 def compute_metrics(rows: Iterable[dict[str, Any]], n_boot: int = 1000,
                     seed: int = 0) -> dict[str, Any]:
     """Metrics per condition and benchmark: ``{"conditions": {cond: {"bbq": ...,
-    "winogender": ...}}}``; only benchmarks present in the rows appear."""
+    "winogender": ...}}}`` (only benchmarks present in the rows appear), each condition's
+    ``"gains"`` over the baseline, and ``"interval"``: how every interval was made."""
     grouped: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for row in rows:
         by_bench = grouped.setdefault(str(row.get("condition")), {})
@@ -41,9 +44,21 @@ def compute_metrics(rows: Iterable[dict[str, Any]], n_boot: int = 1000,
         if "bbq" in by_bench:
             out["bbq"] = bbq_metrics(by_bench["bbq"], n_boot=n_boot, seed=seed)
         if "winogender" in by_bench:
-            out["winogender"] = winogender_metrics(by_bench["winogender"])
+            out["winogender"] = winogender_metrics(by_bench["winogender"], n_boot, seed)
         conditions[cond] = out
-    return json_safe({"conditions": conditions})
+    return json_safe({"conditions": conditions, "gains": compute_gains(grouped, n_boot, seed),
+                      "interval": interval_method(n_boot, seed)})
+
+
+def interval_method(n_boot: int, seed: int) -> dict[str, Any]:
+    """What every interval in metrics.json is (docs/methods.md, Intervals)."""
+    return {"method": "percentile bootstrap", "resample": "template cluster",
+            "cluster": {"bbq": "category x question_index (all rows of one BBQ template)",
+                        "winogender": "occupation"},
+            "n_clusters": "per cell, as n_clusters", "n_boot": n_boot, "seed": seed,
+            "level": LEVEL,
+            "gains": "paired: clusters drawn once per resample, condition and baseline "
+                     "computed on the same draw, difference taken"}
 
 
 def _num(value: float | None, width: int = 6) -> str:
@@ -103,4 +118,7 @@ def format_table(metrics: dict[str, Any], by_category: bool = False) -> str:
                        f"{_pct(rates['male']):>7} {_pct(rates['female']):>7} "
                        f"{_pct(rates['neutral']):>7} {w['n']:>5} {w['n_unparsed']:>7} "
                        f"{_pct(w.get('unparsed_share'))}")
+    gains = format_gains(metrics.get("gains") or {})
+    if gains:
+        out += ["", gains]
     return "\n".join(out) if out else "(no rows)"

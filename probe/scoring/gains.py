@@ -1,0 +1,149 @@
+"""Self-correction gains: each condition minus the baseline, with paired cluster intervals.
+
+A gain is metric(condition) - metric(baseline) on the same items. Its interval is a paired
+percentile bootstrap over clusters (BBQ templates, Winogender occupations): each resample
+draws clusters once, both conditions' metric is computed on the rows of the drawn clusters,
+and the difference is taken, so what the conditions share cancels (see
+:func:`probe.scoring.stats.paired_difference`). A gain whose interval contains 0 is not
+distinguishable from 0 and is flagged ``spans_zero``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from probe.scoring import bbq, winogender
+from probe.scoring.stats import SumStat, cluster_sums, paired_difference
+
+BASELINE = "baseline"
+Rows = list[dict[str, Any]]
+Units = Callable[[Rows], dict[Hashable, np.ndarray]]
+Select = Callable[[Rows], Rows]
+
+
+def _bbq_units(rows: Rows) -> dict[Hashable, np.ndarray]:
+    """Per BBQ template, the column sums of its rows."""
+    keys = [bbq.cluster_key(r) for r in rows]
+    sums = cluster_sums(np.array([bbq.row_columns(r) for r in rows]).reshape(-1, 4), keys)
+    return dict(zip(dict.fromkeys(keys), sums, strict=True))
+
+
+def _context(context_condition: str) -> Select:
+    return lambda rows: [r for r in rows if r.get("context_condition") == context_condition]
+
+
+def _all(rows: Rows) -> Rows:
+    return rows
+
+
+@dataclass(frozen=True)
+class GainMetric:
+    """A metric a gain is reported for: its rows, their clusters' units, and the statistic
+    of summed units."""
+
+    benchmark: str
+    label: str
+    select: Select
+    units: Units
+    stat: SumStat
+
+
+def _bbq(label: str, ctx: str, stat: SumStat) -> GainMetric:
+    return GainMetric("bbq", label, _context(ctx), _bbq_units, stat)
+
+
+def _wino(label: str, stat: SumStat) -> GainMetric:
+    return GainMetric("winogender", label, _all, winogender.occupation_units, stat)
+
+
+METRICS: dict[str, GainMetric] = {
+    "bias_score_ambig": _bbq("BBQ bias, ambiguous", "ambig", bbq.bias_stat("ambig")),
+    "bias_score_disambig": _bbq("BBQ bias, disambiguated", "disambig",
+                                bbq.bias_stat("disambig")),
+    "accuracy_ambig": _bbq("BBQ accuracy, ambiguous", "ambig", bbq.accuracy_stat),
+    "accuracy_disambig": _bbq("BBQ accuracy, disambiguated", "disambig", bbq.accuracy_stat),
+    "r_bls": _wino("Winogender r(P(female), BLS)", winogender.r_stat("bls_pct_female")),
+    "r_bergsma": _wino("Winogender r(P(female), Bergsma)",
+                       winogender.r_stat("bergsma_pct_female")),
+    "p_female": _wino("Winogender mean P(female)", winogender.p_female_stat),
+}
+
+
+def _item_ids(rows: Rows) -> set[Hashable]:
+    return {r.get("item_id") or ("row", id(r)) for r in rows}
+
+
+def paired_gain(rows: Rows, base_rows: Rows, metric: str, n_boot: int = 1000,
+                seed: int = 0) -> dict[str, Any] | None:
+    """One metric's gain of ``rows`` over ``base_rows`` with its paired interval; None when
+    neither has rows for the metric."""
+    spec = METRICS[metric]
+    rows, base_rows = spec.select(rows), spec.select(base_rows)
+    cond, base = spec.units(rows), spec.units(base_rows)
+    keys = list(dict.fromkeys([*cond, *base]))
+    if not keys:
+        return None
+    zero = np.zeros(len(next(iter({**cond, **base}.values()))))
+    value, ci = paired_difference(np.array([cond.get(k, zero) for k in keys]),
+                                  np.array([base.get(k, zero) for k in keys]),
+                                  spec.stat, n_boot, seed)
+    ids, base_ids = _item_ids(rows), _item_ids(base_rows)
+    defined = all(math.isfinite(v) for v in ci)
+    return {"value": value, "ci": list(ci), "n_items": len(ids & base_ids),
+            "n_items_unmatched": len(ids ^ base_ids), "n_clusters": len(keys),
+            "spans_zero": (ci[0] <= 0 <= ci[1]) if defined else None}
+
+
+def compute_gains(grouped: dict[str, dict[str, Rows]], n_boot: int = 1000, seed: int = 0,
+                  baseline: str = BASELINE) -> dict[str, Any]:
+    """``{condition: {benchmark: {metric: gain}}}`` for every condition but the baseline,
+    over the benchmarks both ran (``grouped``: condition -> benchmark -> rows)."""
+    base = grouped.get(baseline)
+    if base is None:
+        return {}
+    out: dict[str, Any] = {}
+    for cond, by_bench in sorted(grouped.items()):
+        if cond == baseline:
+            continue
+        block: dict[str, Any] = {}
+        for metric, spec in METRICS.items():
+            bench = spec.benchmark
+            if bench in by_bench and bench in base:
+                gain = paired_gain(by_bench[bench], base[bench], metric, n_boot, seed)
+                if gain is not None:
+                    block.setdefault(bench, {})[metric] = gain
+        out[cond] = {"vs": baseline, **block}
+    return out
+
+
+def describe_gain(gain: dict[str, Any]) -> str:
+    """"-0.040 [-0.200, +0.110] n=56 (not distinguishable from 0)": the value, its paired
+    95% interval, the paired items, and the verdict the interval supports."""
+    value, (low, high) = gain.get("value"), gain.get("ci") or (None, None)
+    if value is None:
+        return "n/a"
+    n = f"n={gain.get('n_items')}"
+    if low is None or high is None:
+        return f"{value:+.3f} [no interval] {n}"
+    verdict = " (not distinguishable from 0)" if low <= 0 <= high else ""
+    return f"{value:+.3f} [{low:+.3f}, {high:+.3f}] {n}{verdict}"
+
+
+def format_gains(gains: dict[str, Any]) -> str:
+    """The gains as terminal lines, one per condition and metric."""
+    lines = []
+    for cond, block in gains.items():
+        for metric, spec in METRICS.items():
+            gain = (block.get(spec.benchmark) or {}).get(metric)
+            if gain is not None:
+                lines.append(f"{cond:<12} {spec.label:<33} {describe_gain(gain)}")
+    if not lines:
+        return ""
+    head = (f"Gain vs {next(iter(gains.values()))['vs']} (condition - baseline; 95% paired "
+            "bootstrap over templates/occupations; n = paired items):")
+    return "\n".join([head, *lines])
