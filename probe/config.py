@@ -41,6 +41,9 @@ class RunConfig:
     trust_remote_code: bool = False
     device_map: str | None = None  # e.g. "auto": one model over several GPUs (accelerate)
     attention: str = "eager"  # "sdpa": fused attention kernel where no attention hook needs eager
+    # "default": the chat template's own system prompt (if any); "none": no system block;
+    # any other text: that text as the system message (see probe.prompts).
+    system_prompt: str = "default"
 
     def validate(self) -> RunConfig:
         """Check option values; errors name the option."""
@@ -65,6 +68,8 @@ class RunConfig:
             # The last generated token is never fed back, so it has no activations.
             raise ConfigError(f"--cache-steps {self.act_steps} must be below --max-new-tokens "
                               f"{self.max_new_tokens}")
+        if not self.system_prompt.strip():
+            raise ConfigError("--system-prompt must be default, none or a non-empty text")
         if self.attention not in ("eager", "sdpa"):
             raise UnknownNameError("--attention", self.attention, ("eager", "sdpa"))
         if self.act_dtype not in ("float16", "bfloat16", "float32"):

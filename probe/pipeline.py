@@ -75,7 +75,8 @@ def _histories(engine: Engine, units: list[Unit], cfg: RunConfig) -> list[list[t
     for t in range(n_turns - 1):
         idx = [i for i, p in enumerate(plans) if len(p.turns) - 1 > t]
         texts = [render(engine.tokenizer, engine.loaded.chat, histories[i],
-                        plans[i].turns[t].user, plans[i].turns[t].assistant_prefix) for i in idx]
+                        plans[i].turns[t].user, plans[i].turns[t].assistant_prefix,
+                        cfg.system_prompt) for i in idx]
         outs = engine.generate_batch(texts, cfg.reasoning_tokens) if texts else []
         for i, out in zip(idx, outs, strict=True):
             turn = plans[i].turns[t]
@@ -93,7 +94,8 @@ def run_batch(engine: Engine, units: list[Unit], cfg: RunConfig,
         final = get_condition(unit.condition).build(unit.item).final
         prefix = final.assistant_prefix + mode_prefix(unit.item, cfg.mode)
         prefixes.append(prefix)
-        finals.append(render(engine.tokenizer, engine.loaded.chat, history, final.user, prefix))
+        finals.append(render(engine.tokenizer, engine.loaded.chat, history, final.user, prefix,
+                             cfg.system_prompt))
     lengths = [engine.n_tokens(t) for t in finals]
     budget = engine.loaded.n_ctx - (cfg.max_new_tokens if cfg.mode == "generate" else 8)
     ok = [i for i, n in enumerate(lengths) if n <= budget]

@@ -9,11 +9,13 @@ from probe.conditions import LETTERS
 from probe.items import GENDERS, Item
 from probe.prompts import continuation_text
 
-LETTER_PREFIX = "The answer is ("
+# Appended to the condition's answer cue (Ganguli et al.'s "The answer is" for BBQ).
+LETTER_PREFIX = " ("
 
 
 def mode_prefix(item: Item, mode: str) -> str:
-    """Text the scored answer is made to begin with, on top of the condition's prefix."""
+    """Text the scored answer is made to begin with, on top of the condition's prefix
+    (which for BBQ ends with an answer cue, e.g. "The answer is")."""
     return LETTER_PREFIX if mode == "letter" and item.benchmark == "bbq" else ""
 
 

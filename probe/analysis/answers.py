@@ -127,11 +127,12 @@ def letter_token_ids(tokenizer: Any, n_options: int = 3) -> list[int]:
 
 
 def final_prompt(loaded: LoadedModel, item: Item, condition: str,
-                 history: list[tuple[str, str]], extra_prefix: str) -> str:
+                 history: list[tuple[str, str]], extra_prefix: str,
+                 system: str = "default") -> str:
     """The item's scored turn under ``condition`` with ``extra_prefix`` after its prefix."""
     final = get_condition(condition).build(item).final
     return render(loaded.tokenizer, loaded.chat, [tuple(h) for h in history],  # type: ignore[misc]
-                  final.user, final.assistant_prefix + extra_prefix)
+                  final.user, final.assistant_prefix + extra_prefix, system)
 
 
 def letter_prompt(loaded: LoadedModel, run: RunData, item: Item, condition: str) -> str:
@@ -143,11 +144,13 @@ def letter_prompt(loaded: LoadedModel, run: RunData, item: Item, condition: str)
     if row is None:
         raise DataError(f"no row for {item.item_id} under {condition}", str(run.path))
     history = (row.get("meta") or {}).get("history") or []
-    as_run = final_prompt(loaded, item, condition, history, mode_prefix(item, run.config.mode))
+    system = run.config.system_prompt
+    as_run = final_prompt(loaded, item, condition, history, mode_prefix(item, run.config.mode),
+                          system)
     if as_run != row["prompt"]:
         raise DataError(f"re-rendered prompt of {item.item_id} under {condition} differs from "
                         f"the run's (data or chat template changed?)", str(run.path))
-    return final_prompt(loaded, item, condition, history, LETTER_PREFIX)
+    return final_prompt(loaded, item, condition, history, LETTER_PREFIX, system)
 
 
 def mean_ci(values: np.ndarray | list[float], n_boot: int = N_BOOT,

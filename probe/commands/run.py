@@ -55,6 +55,9 @@ def default_out(cfg: RunConfig) -> Path:
               show_default=True,
               help="sdpa: PyTorch's fused attention kernel (outputs equal eager to float "
                    "rounding); eager: the bridge's own attention, needed to hook patterns.")
+@click.option("--system-prompt", default="default", show_default=True,
+              help="default: the chat template's own system prompt (SmolLM2 inserts one); "
+                   "none: no system block; any other text: that text as the system message.")
 @click.option("--by-category", is_flag=True, help="Print BBQ metrics per category too.")
 def run_cmd(out: Path | None, data_dir: Path | None, benchmarks: tuple[str, ...],
             conditions: tuple[str, ...], categories: tuple[str, ...], by_category: bool,
@@ -81,10 +84,16 @@ def run_cmd(out: Path | None, data_dir: Path | None, benchmarks: tuple[str, ...]
 
 @click.command("conditions")
 @click.option("--benchmark", default=None, help="Only conditions for this benchmark.")
-def conditions_cmd(benchmark: str | None) -> None:
-    """List the prompt conditions with their exact instruction text and source."""
-    from probe.conditions import CONDITIONS, describe
+@click.option("--system-prompt", default="default", show_default=True,
+              help="As for `probe run`: default, none, or a text.")
+@click.option("--model", default=None,
+              help="Also print each example's exact prompt through this model's chat template.")
+def conditions_cmd(benchmark: str | None, system_prompt: str, model: str | None) -> None:
+    """List the prompt conditions with their exact text, source and differences from it."""
+    from probe.conditions import CONDITIONS, EXAMPLE_ITEMS, describe
 
+    click.echo(f"system prompt: {_system_line(system_prompt)}\n")
+    tokenizer = None if model is None else _tokenizer(model)
     for cond in CONDITIONS.values():
         if benchmark and benchmark not in cond.benchmarks:
             continue
@@ -92,4 +101,34 @@ def conditions_cmd(benchmark: str | None) -> None:
         click.echo(f"  {cond.description}")
         for line in describe(cond):
             click.echo("  " + line.replace("\n", "\n    "))
-        click.echo(f"  source: {cond.source}")
+        if tokenizer is not None:
+            for bench in cond.benchmarks:
+                text = _chat_example(tokenizer, cond.build(EXAMPLE_ITEMS[bench]), system_prompt)
+                click.echo(f"  {bench} prompt for {model}:\n    " + text.replace("\n", "\n    "))
+
+
+def _system_line(system_prompt: str) -> str:
+    if system_prompt == "default":
+        return ("default (whatever the model's chat template inserts by itself, e.g. "
+                "SmolLM2's 'You are a helpful AI assistant named SmolLM, trained by Hugging "
+                "Face'; base models get none). Choose with --system-prompt default|none|TEXT.")
+    if system_prompt == "none":
+        return "none (the chat template's system block is removed)."
+    return f"{system_prompt!r}"
+
+
+def _tokenizer(model: str) -> object:
+    from probe.models import load_model
+
+    return load_model(model).tokenizer
+
+
+def _chat_example(tokenizer: object, plan: object, system_prompt: str) -> str:
+    """The scored turn's exact text, earlier answers shown as the papers' placeholder."""
+    from probe.conditions import SAMPLE
+    from probe.prompts import render
+
+    turns = plan.turns  # type: ignore[attr-defined]
+    history = [(t.user, f"{t.assistant_prefix} {SAMPLE}".strip()) for t in turns[:-1]]
+    return render(tokenizer, True, history, turns[-1].user, turns[-1].assistant_prefix,
+                  system_prompt)
