@@ -19,7 +19,7 @@ def cell(bias: float | None, acc: float | None, n: int = 10) -> dict[str, Any]:
     ci = [None, None] if bias is None else [bias - 0.1, bias + 0.1]
     return {"bias_score": bias, "bias_score_ci": ci, "accuracy": acc,
             "accuracy_ci": [None, None] if acc is None else [acc - 0.05, acc + 0.05],
-            "n": n, "n_unparsed": 1, "n_bias": n // 2, "n_no_target": 0}
+            "n": n, "n_unparsed": 1, "n_bias": n // 2, "n_excluded_no_target": 0}
 
 
 def bbq_block(bias: float, acc: float, shares: tuple[float, float, float]) -> dict[str, Any]:

@@ -108,6 +108,10 @@ def format_table(metrics: dict[str, Any], by_category: bool = False) -> str:
             f"{cond} " + "/".join(_pct(block["answer_positions"].get(str(i))).strip()
                                   for i in range(3))
             for cond, block in bbq.items() if block.get("answer_positions")))
+        excluded = {len(block.get("excluded_no_target") or []) for block in bbq.values()}
+        if excluded - {0}:
+            out.append(f"left out of every BBQ metric (no single biased answer, as in the "
+                       f"official analysis): {max(excluded)} items per condition")
     wino = {c: m["winogender"] for c, m in conditions.items() if "winogender" in m}
     if wino:
         out.append(f"{'Winogender':<14} {'r(BLS)':>7} {'r(Bergsma)':>10} {'male':>7} "
