@@ -133,3 +133,15 @@ def test_winogender_gains_pair_occupations() -> None:
     assert gain["p_female"]["value"] == pytest.approx(w["match-stats"]["p_female"]
                                                       - w["baseline"]["p_female"], abs=1e-12)
     assert gain["r_bls"]["n_clusters"] == 10 and gain["r_bls"]["n_items"] == 30
+
+
+def test_rows_without_a_biased_answer_do_not_move_a_gain() -> None:
+    """Rows with no single biased answer are left out of gains as of every BBQ metric."""
+    base, cond = bbq_rows("baseline"), bbq_rows("instruct-1", shift=0.2, noise_seed=2)
+    extra = [{**r, "item_id": f"{r['item_id']}x", "pred": r["label"],
+              "meta": {**r["meta"], "target_index": None}} for r in base[:20]]
+    extra_cond = [{**r, "condition": "instruct-1"} for r in extra]
+    for metric in ("accuracy_ambig", "bias_score_ambig"):
+        plain = paired_gain(cond, base, metric, n_boot=200)
+        padded = paired_gain(cond + extra_cond, base + extra, metric, n_boot=200)
+        assert padded == plain

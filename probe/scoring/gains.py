@@ -34,7 +34,10 @@ def _bbq_units(rows: Rows) -> dict[Hashable, np.ndarray]:
 
 
 def _context(context_condition: str) -> Select:
-    return lambda rows: [r for r in rows if r.get("context_condition") == context_condition]
+    """The context's rows, less those with no single biased answer (left out of every BBQ
+    metric, as in :mod:`probe.scoring.bbq`)."""
+    return lambda rows: [r for r in rows if r.get("context_condition") == context_condition
+                         and bbq.has_target(r)]
 
 
 def _all(rows: Rows) -> Rows:
