@@ -1,7 +1,8 @@
 """Compare runs (one per model): the study's central figure and table.
 
 For each run and each instruct/negate condition, the self-correction gain is the instructed
-metric minus the baseline one (BBQ bias score and accuracy, ambiguous and disambiguated),
+metric minus the baseline one (BBQ bias score and accuracy, ambiguous and disambiguated;
+Winogender r with BLS), with the paired template-clustered 95% interval of metrics.json,
 set against model size and base-vs-aligned, with the run's probe and patching peaks when
 those analyses exist. Model size comes from run.json provenance when recorded, else from
 the safetensors headers of a locally available copy, else from a ``--size`` override.
@@ -20,13 +21,20 @@ from pathlib import Path
 from typing import Any
 
 from probe.analysis_summary import patching_summary, peak_effect, probe_best, read_analysis
+from probe.compare_plot import plot_compare
 from probe.errors import ConfigError
 from probe.io import atomic_write_json, atomic_write_text
-from probe.plots import condition_order, pyplot, run_metrics
+from probe.plots import condition_order, run_metrics
 from probe.runs import RunFolder
 
 INSTRUCTION_GLOBS = ("instruct-*", "negate-*")
+BASELINE = "baseline"
 GAINS = [(f"gain_{m}_{c}", m, c) for m in ("bias_score", "accuracy") for c in ("ambig", "disambig")]
+# compare column -> metric name in metrics.json "gains"
+GAIN_KEYS = {**{key: f"{m}_{c}" for key, m, c in GAINS}, "gain_r_bls": "r_bls"}
+# metric -> (benchmark, (field, BBQ context or None)) in metrics.json "conditions"
+GAIN_SOURCES: dict[str, tuple[str, tuple[str, str | None]]] = {
+    **{f"{m}_{c}": ("bbq", (m, c)) for _, m, c in GAINS}, "r_bls": ("winogender", ("r_bls", None))}
 SIZE_KEYS = ("n_params", "num_parameters", "param_count", "n_parameters")
 # Prompt text that only a chat template produces (fallback when run.json does not say).
 CHAT_MARKERS = ("<|im_start|>", "[INST]", "<|start_header_id|>", "<start_of_turn>", "<|user|>")
@@ -123,20 +131,35 @@ def _diff(a: Any, b: Any) -> float | None:
     return float(a) - float(b) if ok else None
 
 
+def _metric_cell(block: dict[str, Any], bench: str, ctx: str | None) -> dict[str, Any]:
+    found = block.get(bench) or {}
+    return found if ctx is None else found.get("overall", {}).get(ctx, {})
+
+
+def _unpaired(blocks: dict[str, Any], cond: str, metric: str) -> dict[str, Any] | None:
+    """A gain from a metrics.json written before paired intervals: the value only."""
+    bench, (field, ctx) = GAIN_SOURCES[metric]
+    value = _diff(_metric_cell(blocks[cond], bench, ctx).get(field),
+                  _metric_cell(blocks[BASELINE], bench, ctx).get(field))
+    return None if value is None else {"value": value, "ci": [None, None]}
+
+
 def _gains(metrics: dict[str, Any], conds: list[str]) -> list[dict[str, Any]]:
-    blocks = metrics.get("conditions", {})
-    base = blocks.get("baseline", {})
+    """Per instruct/negate condition, each gain over the baseline with its paired interval
+    (metrics.json "gains"); a metrics.json from before those gives values only."""
+    blocks, paired = metrics.get("conditions", {}), metrics.get("gains")
     rows = []
     for cond in conds:
-        if not any(fnmatchcase(cond, g) for g in INSTRUCTION_GLOBS):
+        if not any(fnmatchcase(cond, g) for g in INSTRUCTION_GLOBS) or BASELINE not in blocks:
             continue
         row: dict[str, Any] = {"condition": cond}
-        for key, metric, ctx in GAINS:
-            cells = [(b.get("bbq") or {}).get("overall", {}).get(ctx, {}) for b in
-                     (blocks[cond], base)]
-            row[key] = _diff(cells[0].get(metric), cells[1].get(metric))
-        row["gain_r_bls"] = _diff((blocks[cond].get("winogender") or {}).get("r_bls"),
-                                  (base.get("winogender") or {}).get("r_bls"))
+        for key, metric in GAIN_KEYS.items():
+            bench = GAIN_SOURCES[metric][0]
+            gain = (((paired.get(cond) or {}).get(bench) or {}).get(metric) if paired is not None
+                    else _unpaired(blocks, cond, metric)) or {}
+            lo, hi = gain.get("ci") or (None, None)
+            row.update({key: gain.get("value"), f"{key}_lo": lo, f"{key}_hi": hi,
+                        f"{key}_n": gain.get("n_items")})
         rows.append(row)
     return rows
 
@@ -184,10 +207,22 @@ def _cell(value: Any) -> str:
     return "n/a" if value is None else str(value)
 
 
+def _gain_cell(row: dict[str, Any], key: str) -> str:
+    """"-0.040 [-0.200,+0.110]~0": the gain, its paired 95% interval, and ~0 when the
+    interval contains 0 (not distinguishable from 0)."""
+    value, lo, hi = (row.get(k) for k in (key, f"{key}_lo", f"{key}_hi"))
+    if not isinstance(value, (int, float)):
+        return "n/a"
+    if not isinstance(lo, (int, float)) or not isinstance(hi, (int, float)):
+        return f"{value:+.3f} [no CI]"
+    return f"{value:+.3f} [{lo:+.3f},{hi:+.3f}]" + ("~0" if lo <= 0 <= hi else "")
+
+
 def format_compare(result: dict[str, Any]) -> str:
-    """The comparison as a terminal table."""
-    cols = ["run", "model", "n_params", "kind", "condition", *(k for k, _, _ in GAINS),
-            "gain_r_bls", "probe_layer", "probe_accuracy", "patching_peak"]
+    """The comparison as a terminal table; gains carry their paired 95% interval."""
+    gains = list(GAIN_KEYS)
+    cols = ["run", "model", "n_params", "kind", "condition", *gains, "probe_layer",
+            "probe_accuracy", "patching_peak"]
     if not result["rows"]:
         return "(no instruct/negate conditions to compare)"
     # A run folder's last part is enough to tell runs apart in a terminal.
@@ -195,89 +230,14 @@ def format_compare(result: dict[str, Any]) -> str:
              "gain_accuracy_ambig": "dacc_amb", "gain_accuracy_disambig": "dacc_dis",
              "gain_r_bls": "dr_bls", "probe_accuracy": "probe_acc", "patching_peak": "patch_peak"}
     cells = [[short.get(c, c) for c in cols]]
-    cells += [[Path(row["run"]).name] + [_cell(row.get(c)) for c in cols[1:]]
+    cells += [[Path(row["run"]).name] + [_gain_cell(row, c) if c in gains else _cell(row.get(c))
+                                         for c in cols[1:]]
               for row in result["rows"]]
     widths = [max(len(line[i]) for line in cells) for i in range(len(cols))]
-    return "\n".join("  ".join(v.rjust(w) for v, w in zip(line, widths, strict=True))
-                     for line in cells)
-
-
-def _size_label(n: int | None) -> str:
-    if n is None:
-        return "size ?"
-    for suffix, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.3g}{suffix}"
-    return str(n)
-
-
-def _model_order(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Runs by size (unknown sizes last), so the x axis reads small to large."""
-    return sorted(runs, key=lambda r: (r["n_params"] is None, r["n_params"] or 0, r["run"]))
-
-
-PANELS = [("gain_bias_score_ambig", "Δ bias score, ambiguous"),
-          ("gain_bias_score_disambig", "Δ bias score, disambiguated"),
-          ("gain_accuracy_ambig", "Δ accuracy, ambiguous"),
-          ("gain_accuracy_disambig", "Δ accuracy, disambiguated")]
-
-
-def _peak_panel(ax: Any, runs: list[dict[str, Any]], key: str, layer_key: str,
-                title: str, ylabel: str) -> None:
-    found = {i: float(r[key]) for i, r in enumerate(runs) if isinstance(r.get(key), (int, float))}
-    xs = list(found)
-    ax.bar(xs, list(found.values()), color="tab:purple")
-    for i, v in found.items():
-        ax.text(i, v, f"L{runs[i].get(layer_key)}", ha="center", fontsize=7,
-                va="bottom" if v >= 0 else "top")
-    if not xs:
-        ax.text(0.5, 0.5, "not computed for any run", ha="center", transform=ax.transAxes)
-    ax.axhline(0.0, color="grey", linewidth=0.8)
-    ax.set_title(title, fontsize=10)
-    ax.set_ylabel(ylabel)
-
-
-def plot_compare(result: dict[str, Any], path: str | Path) -> Path:
-    """Gains vs model (ordered by size; filled = aligned/chat, hollow = base), and peaks."""
-    plt = pyplot()
-    runs = _model_order(result["runs"])
-    pos = {r["run"]: i for i, r in enumerate(runs)}
-    conds = list(dict.fromkeys(row["condition"] for row in result["rows"]))
-    fig, axes = plt.subplots(2, 3, figsize=(max(12.0, 2.2 * len(runs) + 8), 7.5))
-    gain_axes = [axes[0, 0], axes[0, 1], axes[1, 0], axes[1, 1]]
-    for ax, (key, title) in zip(gain_axes, PANELS, strict=True):
-        for j, cond in enumerate(conds):
-            dx = (j - (len(conds) - 1) / 2) * 0.12
-            rows = [r for r in result["rows"] if r["condition"] == cond
-                    and isinstance(r.get(key), (int, float))]
-            color = f"C{j % 10}"
-            for k, row in enumerate(rows):
-                ax.plot(pos[row["run"]] + dx, row[key], "o" if row["kind"] != "base" else "s",
-                        color=color, mfc=color if row["kind"] != "base" else "none",
-                        label=cond if k == 0 else None)
-        ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
-        ax.set_title(title + " (instructed − baseline)", fontsize=10)
-        ax.set_ylabel("gain")
-    _peak_panel(axes[0, 2], runs, "probe_accuracy", "probe_layer",
-                "best probe accuracy (label: layer)", "accuracy")
-    _peak_panel(axes[1, 2], runs, "patching_peak", "patching_peak_layer",
-                "peak patching effect (label: layer)", "effect")
-    labels = [f"{Path(str(r['model'])).name}\n{_size_label(r['n_params'])}, {r['kind'] or '?'}"
-              for r in runs]
-    for ax in axes.ravel():
-        ax.set_xticks(range(len(runs)))
-        ax.set_xticklabels(labels, fontsize=7)
-        ax.set_xlim(-0.6, len(runs) - 0.4)
-    handles, names = axes[0, 0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, names, loc="upper right", fontsize=8, title="condition")
-    fig.suptitle("Self-correction gain by model (bias: < 0 = less biased; "
-                 "circle = aligned/chat, hollow square = base)")
-    path = Path(path)
-    fig.tight_layout(rect=(0, 0, 0.93, 0.95))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    lines = ["  ".join(v.rjust(w) for v, w in zip(line, widths, strict=True)) for line in cells]
+    return "\n".join([*lines, "gains: condition - baseline [paired 95% bootstrap interval over "
+                       "templates/occupations]; ~0 = the interval contains 0 (not "
+                       "distinguishable from 0); [no CI] = re-score the run (probe score RUN)"])
 
 
 def write_compare(result: dict[str, Any], out: str | Path) -> list[Path]:

@@ -21,10 +21,13 @@ from probe.analysis_summary import patching_summary, peak_effect, probe_best, re
 from probe.io import atomic_write_text
 from probe.plots import FIGURES, condition_order, run_metrics
 from probe.runs import RunFolder
+from probe.scoring.gains import METRICS
 
 CAPTIONS: dict[str, str] = {
-    "bbq_bias.png": "BBQ bias score per condition (pooled over categories), 95% bootstrap CI.",
-    "bbq_accuracy.png": "BBQ accuracy per condition, 95% bootstrap CI; dashed line = chance.",
+    "bbq_bias.png": "BBQ bias score per condition (pooled over categories), 95% "
+                    "template-cluster bootstrap CI.",
+    "bbq_accuracy.png": "BBQ accuracy per condition, 95% template-cluster bootstrap CI; "
+                        "dashed line = chance.",
     "bbq_bias_by_category.png": "BBQ bias score per category and condition.",
     "bbq_answer_positions.png": "Share of answers at option (a)/(b)/(c): position habit.",
     "winogender_scatter.png": "Winogender P(female) per occupation vs BLS % women; r in legend.",
@@ -179,6 +182,27 @@ def _metrics_section(metrics: dict[str, Any], conds: list[str]) -> str:
     return out
 
 
+def _gains_section(metrics: dict[str, Any]) -> str:
+    """Each condition's gain over the baseline with its paired interval and verdict."""
+    rows = []
+    for cond, block in (metrics.get("gains") or {}).items():
+        for name, spec in METRICS.items():
+            gain = (block.get(spec.benchmark) or {}).get(name)
+            if gain is None:
+                continue
+            verdict = {True: "not distinguishable from 0", False: "differs from 0"}.get(
+                gain.get("spans_zero"), "no interval")
+            rows.append([cond, spec.label, with_ci(gain.get("value"), gain.get("ci")),
+                         gain.get("n_items"), gain.get("n_clusters"), verdict])
+    if not rows:
+        return ""
+    return ("<h3>Gain vs baseline</h3><p>Condition minus baseline on the same items; 95% "
+            "paired percentile bootstrap that resamples templates (BBQ) or occupations "
+            "(Winogender) once per draw for both conditions.</p>"
+            + table(["condition", "metric", "gain [95% CI]", "items", "clusters", "verdict"],
+                    rows))
+
+
 def _figures(plots_dir: Path) -> str:
     known = [n for n in [*FIGURES, *CAPTIONS] if (plots_dir / n).is_file()]
     others = sorted(p.name for p in plots_dir.glob("*.png") if p.name not in known)
@@ -239,7 +263,8 @@ def write_report(run_dir: str | Path) -> Path:
     metrics = run_metrics(folder)
     conds = condition_order(metrics, folder.config)
     title = f"probe report: {folder.config.get('model')} ({folder.path.name})"
-    body = (_summary(folder) + _metrics_section(metrics, conds) + _figures(folder.plots_dir)
+    body = (_summary(folder) + _metrics_section(metrics, conds) + _gains_section(metrics)
+            + _figures(folder.plots_dir)
             + _analysis(folder))
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{esc(title)}</h1>{body}</body></html>")

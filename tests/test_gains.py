@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from test_plots import make_run
 
+from probe import compare
+from probe.report import write_report
 from probe.scoring import bbq
 from probe.scoring.gains import describe_gain, paired_gain
 from probe.scoring.metrics import compute_metrics, format_table
@@ -145,3 +149,28 @@ def test_rows_without_a_biased_answer_do_not_move_a_gain() -> None:
         plain = paired_gain(cond, base, metric, n_boot=200)
         padded = paired_gain(cond + extra_cond, base + extra, metric, n_boot=200)
         assert padded == plain
+
+
+def test_compare_and_report_carry_the_paired_intervals(tmp_path: Path) -> None:
+    rows = (bbq_rows("baseline") + bbq_rows("instruct-1", shift=0.5)
+            + bbq_rows("negate-1", noise_seed=2))
+    metrics = compute_metrics(rows, n_boot=300)
+    run = make_run(tmp_path / "run", metrics)
+    result = compare.compare_runs([run], {"run": 135_000_000})
+    by_cond = {r["condition"]: r for r in result["rows"]}
+    for cond in ("instruct-1", "negate-1"):
+        gain = metrics["gains"][cond]["bbq"]["accuracy_ambig"]
+        row = by_cond[cond]
+        assert [row["gain_accuracy_ambig_lo"], row["gain_accuracy_ambig_hi"]] == gain["ci"]
+        assert row["gain_accuracy_ambig"] == gain["value"]
+        assert row["gain_accuracy_ambig_n"] == 160
+    lines = {line.split()[4]: line for line in compare.format_compare(result).splitlines()[1:-1]}
+    clear = metrics["gains"]["instruct-1"]["bbq"]["accuracy_ambig"]
+    assert f"{clear['value']:+.3f} [{clear['ci'][0]:+.3f},{clear['ci'][1]:+.3f}] " in (
+        lines["instruct-1"] + " ")
+    unclear = metrics["gains"]["negate-1"]["bbq"]["accuracy_ambig"]
+    assert f"{unclear['value']:+.3f} [{unclear['ci'][0]:+.3f},{unclear['ci'][1]:+.3f}]~0" in (
+        lines["negate-1"])
+    page = write_report(run).read_text()
+    assert "Gain vs baseline" in page and "not distinguishable from 0" in page
+    assert "differs from 0" in page

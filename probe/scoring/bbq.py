@@ -34,10 +34,11 @@ def cluster_key(row: dict[str, Any]) -> Hashable:
     """The template a row was generated from: category x question_index.
 
     BBQ writes each template (one ``question_index`` of a category) as two contexts
-    (ambiguous, disambiguated) x two questions (negative, non-negative), in versions that
-    swap who the disambiguating sentence is about, each filled with several word pairs in
-    both orders. All rows of a template share its wording and its counterbalancing, so the
-    template is the unit that is resampled (see docs/methods.md, Intervals).
+    (ambiguous, disambiguated) x two questions (negative, non-negative), often in versions
+    that swap whether the disambiguated answer is the stereotyped person, each filled with
+    several word pairs in both orders. All rows of a template share its wording and its
+    counterbalancing, so the template is the unit that is resampled (docs/methods.md,
+    Intervals).
     """
     meta = row.get("meta") or {}
     if meta.get("question_index") is not None:

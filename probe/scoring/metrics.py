@@ -69,8 +69,8 @@ def _pct(value: float | None) -> str:
     return f"{100 * value:5.1f}%" if value is not None else "  n/a "
 
 
-def _ci(cell: dict[str, Any]) -> str:
-    lo, hi = cell.get("bias_score_ci") or (None, None)
+def _ci(cell: dict[str, Any], key: str = "bias_score_ci") -> str:
+    lo, hi = cell.get(key) or (None, None)
     if lo is None or hi is None:
         return f"{'':>16}"
     return f"[{lo:+.2f}, {hi:+.2f}]".rjust(16)
@@ -114,14 +114,19 @@ def format_table(metrics: dict[str, Any], by_category: bool = False) -> str:
                        f"official analysis): {max(excluded)} items per condition")
     wino = {c: m["winogender"] for c, m in conditions.items() if "winogender" in m}
     if wino:
-        out.append(f"{'Winogender':<14} {'r(BLS)':>7} {'r(Bergsma)':>10} {'male':>7} "
+        out.append(f"{'Winogender':<14} {'r(BLS)':>7}{'95% CI':>16} {'r(Bergsma)':>10} {'male':>7} "
                    f"{'female':>7} {'neutral':>7} {'n':>5} {'unparsed':>14}")
         for cond, w in wino.items():
             rates = w["rates"]
-            out.append(f"{cond:<14} {_num(w['r_bls'], 7)} {_num(w['r_bergsma'], 10)} "
+            out.append(f"{cond:<14} {_num(w['r_bls'], 7)}{_ci(w, 'r_bls_ci')} "
+                       f"{_num(w['r_bergsma'], 10)} "
                        f"{_pct(rates['male']):>7} {_pct(rates['female']):>7} "
                        f"{_pct(rates['neutral']):>7} {w['n']:>5} {w['n_unparsed']:>7} "
                        f"{_pct(w.get('unparsed_share'))}")
+    method = metrics.get("interval")
+    if out and method:
+        out.append(f"95% CI: {method['method']}, {method['n_boot']} resamples of templates "
+                   "(BBQ: category x question_index) or occupations (Winogender), not rows")
     gains = format_gains(metrics.get("gains") or {})
     if gains:
         out += ["", gains]
