@@ -139,3 +139,8 @@ def test_end_to_end_on_a_tiny_run(tmp_path: Path, data_dir: Path, tiny) -> None:
     page = report.write_report(tmp_path / "run").read_text(encoding="utf-8")
     assert page.count("data:image/png;base64,") == 6
     assert "tiny-random" in page and "Winogender" in page
+    # The run's own metrics.json carries the paired gains, shown in the report.
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text(encoding="utf-8"))
+    assert saved["interval"]["resample"] == "template cluster"
+    assert set(saved["gains"]["instruct-1"]) >= {"vs", "bbq", "winogender"}
+    assert "Gain vs baseline" in page
