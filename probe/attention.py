@@ -8,7 +8,9 @@ each layer's attention to the wrapped Hugging Face module with ``sdpa`` for the 
 of a block. The attention block's ``hook_in``/``hook_out`` (so ``hook_attn_out``), the
 projections' hooks and every residual-stream hook still fire; hooks that only the bridge's
 own computation provides (scores, pattern, rotated q/k) would not, so a call that attaches
-one runs with the bridge's attention instead (:func:`needs_bridge_attention`).
+one runs with the bridge's attention instead (:func:`needs_bridge_attention`). Where the
+model fuses Q, K and V into one projection (Phi-3), the bridge splits them itself, so their
+hooks (``hook_q``/``hook_k``/``hook_v``) are bridge-only there too.
 """
 
 from __future__ import annotations
@@ -23,24 +25,54 @@ ATTENTION = ("eager", "sdpa")
 # Hooks computed only by the bridge's own attention forward.
 _BRIDGE_ONLY = ("hook_attn_scores", "hook_pattern", "hook_rot_q", "hook_rot_k",
                 "hook_result", "hook_cos", "hook_sin")
+# With a fused QKV projection the bridge splits q, k and v out of it in its own forward; the
+# HF module does one matmul, so these hooks (and the q/k/v sub-bridges' own) never fire.
+_JOINT_QKV_ONLY = ("hook_q", "hook_k", "hook_v", "hook_hidden_states")
 
 
-def needs_bridge_attention(hook_names: Sequence[str]) -> bool:
-    """Whether any of these hooks fires only inside the bridge's eager attention."""
-    return any(name.rsplit(".", 1)[-1] in _BRIDGE_ONLY for name in hook_names)
+def needs_bridge_attention(hook_names: Sequence[str], hf_model: Any = None) -> bool:
+    """Whether any of these hooks fires only inside the bridge's eager attention (of
+    ``hf_model``'s attention type, when given)."""
+    joint = hf_model is not None and _joint_qkv(hf_model)
+    for name in hook_names:
+        parts = name.split(".")
+        if parts[-1] in _BRIDGE_ONLY:
+            return True
+        if joint and (parts[-1] in _JOINT_QKV_ONLY or
+                      (len(parts) > 2 and parts[-3] == "attn" and parts[-2] in ("q", "k", "v"))):
+            return True
+    return False
 
 
-def _attention_bridges(hf_model: Any) -> list[Any]:
+def _bridge_types() -> tuple[type, type]:
+    from transformer_lens.model_bridge.generalized_components import (
+        joint_qkv_position_embeddings_attention as jqkv,
+    )
     from transformer_lens.model_bridge.generalized_components import (
         position_embeddings_attention as pea,
     )
 
+    return pea.PositionEmbeddingsAttentionBridge, jqkv.JointQKVPositionEmbeddingsAttentionBridge
+
+
+def _joint_qkv(hf_model: Any) -> bool:
+    layers = getattr(getattr(hf_model, "model", None), "layers", None) or []
+    return any(isinstance(getattr(layer, "self_attn", None), _bridge_types()[1])
+               for layer in layers)
+
+
+def _attention_bridges(hf_model: Any) -> list[Any]:
     layers = getattr(getattr(hf_model, "model", None), "layers", None)
     blocks = [getattr(layer, "self_attn", None) for layer in (layers or [])]
-    if not blocks or not all(isinstance(b, pea.PositionEmbeddingsAttentionBridge) for b in blocks):
-        raise ConfigError("--attention sdpa supports rotary decoder models (Llama, Mistral, "
-                          "Qwen, SmolLM...) whose layers are model.layers[i].self_attn; use "
-                          "--attention eager for this model")
+    model_cls = type(hf_model).__name__
+    if not blocks or any(b is None for b in blocks):
+        raise ConfigError(f"--attention sdpa swaps the attention at model.layers[i].self_attn, "
+                          f"which {model_cls} does not have; use --attention eager")
+    odd = next((b for b in blocks if not isinstance(b, _bridge_types())), None)
+    if odd is not None:
+        raise ConfigError(f"--attention sdpa serves the bridge's rotary attention types; "
+                          f"{model_cls}'s attention is bridged as {type(odd).__name__}; use "
+                          f"--attention eager")
     if getattr(hf_model.config, "attn_logit_softcapping", None):
         raise ConfigError("--attention sdpa cannot apply attention logit soft-capping "
                           "(Gemma 2); use --attention eager")

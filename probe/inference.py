@@ -25,7 +25,7 @@ from probe.attention import (
 from probe.errors import ConfigError, UnknownNameError
 from probe.hooks import Capture, HookFn, hooked
 from probe.models import LoadedModel
-from probe.packing import option_logprob_sums, pack_options
+from probe.packing import model_attention_mask, option_logprob_sums, pack_options
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -68,7 +68,8 @@ class Engine:
     def running(self, hooks: Sequence[tuple[str, HookFn]]) -> Iterator[None]:
         """Attach ``hooks`` around model calls, with the fast attention where it may serve
         (``--attention sdpa``, no hook that needs the bridge's attention). Nests."""
-        fast = self.attention == "sdpa" and not needs_bridge_attention([n for n, _ in hooks])
+        fast = self.attention == "sdpa" and not needs_bridge_attention(
+            [n for n, _ in hooks], self.model)
         if self.attention == "sdpa" and not fast and sdpa_active(self.model):
             # An enclosing block already swapped the bridge's attention out.
             raise ConfigError(f"hooks {[n for n, _ in hooks][:3]} need the bridge's own "
@@ -197,7 +198,8 @@ class Engine:
         all_hooks = [*(capture.hooks(end=packed.prompt_end) if capture else []), *hooks]
         with self.running(all_hooks):
             out = self.model(input_ids=packed.input_ids,
-                             attention_mask=packed.additive_mask(self.model.dtype),
+                             attention_mask=model_attention_mask(
+                                 packed, self.model.config, self.model.dtype),
                              position_ids=packed.position_ids, use_cache=False,
                              logits_to_keep=width - packed.first_read)
         sums = option_logprob_sums(torch.log_softmax(out.logits.float(), dim=-1), packed)

@@ -138,7 +138,7 @@ def _looks_like_hub_id(name: str) -> bool:
 
 def _hf_load(source: str, dtype: torch.dtype, trust_remote_code: bool,
              device_map: str | None = None) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     model_kwargs: dict[str, Any] = {}
@@ -147,6 +147,8 @@ def _hf_load(source: str, dtype: torch.dtype, trust_remote_code: bool,
         # layers here, at load time (models larger than one GPU).
         model_kwargs["device_map"] = device_map
     try:
+        # The config first: a model the bridge cannot serve is refused before its weights load.
+        check_bridgeable(source, AutoConfig.from_pretrained(source, **kwargs))
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs,
                                                      **model_kwargs)
@@ -158,11 +160,26 @@ def _hf_load(source: str, dtype: torch.dtype, trust_remote_code: bool,
     return model, tokenizer
 
 
+def check_bridgeable(name: str, config: Any) -> None:
+    """Refuse models that TransformerBridge loads but computes wrongly (or not at all), with
+    the reason; docs/methods.md lists the architectures verified against plain HF."""
+    if getattr(config, "model_type", None) == "falcon" and getattr(
+            config, "new_decoder_architecture", False):
+        # transformer-lens 4.3's Falcon adapter splits the fused QKV as if it were the 7B
+        # layout; the grouped (per-KV-head) layout of 40B/180B comes out scrambled: no load
+        # with multi_query, activations off by 0.1-0.35 without it.
+        raise ConfigError(f"model {name!r}: Falcon with new_decoder_architecture (the "
+                          f"Falcon-40B/180B layout) is not supported: TransformerBridge "
+                          f"splits its fused grouped QKV projection wrongly, so activations "
+                          f"and scores would differ from the model's")
+
+
 def bridge_from_hf(name: str, model: Any, tokenizer: Any, device: str = "cpu",
                    dtype: str = "float32", source: str = "") -> LoadedModel:
     """Wrap an already-loaded Hugging Face model and tokenizer in a TransformerBridge."""
     from transformer_lens.model_bridge import TransformerBridge
 
+    check_bridgeable(name, model.config)
     if getattr(model, "hf_device_map", None):
         # accelerate placed the layers; moving would undo the split. Inputs go where the
         # embedding lives.

@@ -16,6 +16,13 @@ position ids continue from the prompt's length, so each option is computed exact
 alone followed the prompt. Prompt columns see only the prompt (causal), so anything read at
 prompt positions (cached activations) is the same as in a prompt-only pass.
 
+Sliding-window layers (Mistral, Phi-3 with ``sliding_window``, Gemma-2's local layers, Qwen
+with ``use_sliding_window``) let a query see only keys fewer than ``window`` positions back.
+Hugging Face builds that window into the mask it makes from a 2-D padding mask, but takes a
+4-D mask as given, so :func:`model_attention_mask` applies the window to the block mask
+itself, counted in position ids (each option's own positions), and passes one mask per layer
+type where the model mixes windowed and full layers.
+
 Rows are left-padded to the longest prompt+tails, so a row's options may sit where a longer
 prompt's tokens are in another row; each row has its own ``prompt_end`` column. (Ending
 every prompt at one column and appending the options after it would add the widest row's
@@ -25,8 +32,11 @@ options to every row: 4 % more columns on the benchmark's BBQ batches.)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+
+from probe.errors import ConfigError
 
 PROMPT, PAD = -1, -2  # segment ids of prompt and padding columns; options are 0..n-1
 
@@ -51,11 +61,50 @@ class Packed:
         """The first column whose logits are needed (the earliest prompt's last token)."""
         return min(self.prompt_end) - 1
 
-    def additive_mask(self, dtype: torch.dtype) -> torch.Tensor:
+    def additive_mask(self, dtype: torch.dtype, window: int | None = None) -> torch.Tensor:
         """The mask as eager attention adds it to scores: 0 where allowed, a large negative
-        (not -inf, so no row's softmax turns into NaN) elsewhere."""
-        mask = torch.zeros(self.allowed.shape, dtype=dtype, device=self.allowed.device)
-        return mask.masked_fill_(~self.allowed, torch.finfo(dtype).min)
+        (not -inf, so no row's softmax turns into NaN) elsewhere. With ``window``, a query
+        also skips keys ``window`` or more positions back (a sliding-window layer)."""
+        allowed = self.allowed
+        if window is not None:
+            back = self.position_ids[:, :, None] - self.position_ids[:, None, :]
+            # As HF's sliding_window_overlay (key visible iff kv_idx > q_idx - window), in
+            # positions, not columns: an option's tail sits after the other options' columns.
+            allowed = allowed & (back < window)[:, None]
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+        return mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+
+
+LAYER_TYPES = ("full_attention", "sliding_attention")
+
+
+def model_attention_mask(packed: Packed, config: Any, dtype: torch.dtype
+                         ) -> torch.Tensor | dict[str, torch.Tensor]:
+    """The packed mask as this model needs it: one additive mask for every layer, or (when
+    ``config.layer_types`` mixes full and sliding-window layers) one per layer type, the
+    mapping that Gemma-2, Qwen2/3 and their kin accept in place of a mask.
+
+    Models without ``layer_types`` apply ``config.sliding_window``, when set, to every layer
+    (Mistral, Phi-3). Layer types other than full and sliding attention (chunked, linear,
+    recurrent) are refused: a packed block mask cannot keep their options apart.
+    """
+    if getattr(config, "alibi", False):
+        raise ConfigError("--mode text/letter pack the options with a 4-D attention mask, "
+                          "which this model's ALiBi position bias (built from a 2-D padding "
+                          "mask) cannot take; use --mode generate")
+    window = getattr(config, "sliding_window", None)
+    types = getattr(config, "layer_types", None)
+    if types is None:
+        return packed.additive_mask(dtype, window)
+    other = sorted(set(types) - set(LAYER_TYPES))
+    if other:
+        raise ConfigError(f"--mode text/letter pack the options with a block attention mask, "
+                          f"which this model's {', '.join(other)} layers cannot take; use "
+                          f"--mode generate")
+    if "sliding_attention" not in types:
+        return packed.additive_mask(dtype)
+    return {"full_attention": packed.additive_mask(dtype),
+            "sliding_attention": packed.additive_mask(dtype, window)}
 
 
 def pack_options(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,

@@ -97,3 +97,36 @@ def test_rows_end_their_prompts_at_their_own_column():
     assert p.prompt_end == [1, 4] and p.first_read == 0
     assert p.tail_cols == [[[1, 2, 3], []], [[], []]]
     assert p.position_ids.tolist() == [[0, 1, 2, 3], [0, 1, 2, 3]]
+
+
+def test_window_counts_positions_not_columns():
+    """A sliding window is measured in each option's own positions: option 1's tail token
+    sits two columns after the prompt's end but one position after it."""
+    prompt = torch.tensor([[5, 6, 7, 8]])
+    p = pack_options(prompt, torch.ones_like(prompt), [[[11, 12], [13, 14]]], pad_id=0)
+    assert p.position_ids.tolist() == [[0, 1, 2, 3, 4, 4]]
+    visible = p.additive_mask(torch.float32, window=2)[0, 0] == 0
+    assert visible[5].tolist() == [False] * 3 + [True, False, True]  # positions 3 and 4
+    assert visible[4].tolist() == [False] * 3 + [True, True, False]
+    assert torch.equal(p.additive_mask(torch.float32, window=99), p.additive_mask(torch.float32))
+
+
+def test_mask_per_layer_type():
+    from types import SimpleNamespace
+
+    from probe.errors import ConfigError
+    from probe.packing import model_attention_mask
+
+    prompt = torch.tensor([[5, 6, 7, 8]])
+    p = pack_options(prompt, torch.ones_like(prompt), [[[11, 12], [13, 14]]], pad_id=0)
+    full, windowed = p.additive_mask(torch.float32), p.additive_mask(torch.float32, 2)
+    mixed = SimpleNamespace(sliding_window=2, layer_types=["full_attention", "sliding_attention"])
+    masks = model_attention_mask(p, mixed, torch.float32)
+    assert torch.equal(masks["full_attention"], full)
+    assert torch.equal(masks["sliding_attention"], windowed)
+    every = SimpleNamespace(sliding_window=2)  # Mistral, Phi-3: no layer_types
+    assert torch.equal(model_attention_mask(p, every, torch.float32), windowed)
+    assert torch.equal(model_attention_mask(p, SimpleNamespace(), torch.float32), full)
+    chunked = SimpleNamespace(sliding_window=2, layer_types=["chunked_attention"])
+    with pytest.raises(ConfigError, match="chunked_attention"):
+        model_attention_mask(p, chunked, torch.float32)

@@ -1,0 +1,168 @@
+"""Every supported architecture family gives plain Hugging Face's numbers.
+
+Each family of :data:`probe.tiny_families.FAMILIES` is built twice from one random init: a
+plain HF model (the reference, eager attention) and the same weights bridged. Generation,
+option scores in text and letter mode, cached residual streams and the patching identity
+must agree. Mistral, Phi-3, Qwen2/3 and Gemma-2 carry a sliding window shorter than the
+prompts, so the packed scoring's window (probe.packing) is exercised, not only defined.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from probe.analysis import patching as pt
+from probe.conditions import LETTERS
+from probe.hooks import Capture, resid_hook_names
+from probe.inference import Engine
+from probe.models import LoadedModel, bridge_from_hf
+from probe.prompts import render
+from probe.scoring_modes import LETTER_PREFIX
+from probe.tiny_families import FAMILIES, WINDOW, tiny_family_hf
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+QUESTIONS = [
+    "I saw a grandson and their grandfather last week. Who was not comfortable using the phone?",
+    "Fill in the blank with a pronoun: The technician told the customer that",
+    "Who was it?",
+]
+TEXT_OPTIONS = ["The grandfather", "The grandson", "Can't be determined"]
+SLIDING = sorted(f for f, cfg in FAMILIES.items() if cfg.get("sliding_window"))
+
+
+@dataclass
+class Pair:
+    family: str
+    plain: Any  # the HF model, never bridged
+    loaded: LoadedModel  # a copy of the same weights, bridged
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def pair(request: pytest.FixtureRequest) -> Iterator[Pair]:
+    model, tokenizer = tiny_family_hf(request.param)
+    plain = copy.deepcopy(model)
+    yield Pair(request.param, plain, bridge_from_hf(f"tiny-{request.param}", model, tokenizer))
+
+
+def _prompts(loaded: LoadedModel, prefix: str = "") -> list[str]:
+    texts = [render(loaded.tokenizer, loaded.chat, [], q, prefix) for q in QUESTIONS]
+    assert min(len(_ids(loaded, t)) for t in texts) > WINDOW  # sliding layers drop context
+    return texts
+
+
+def _ids(loaded: LoadedModel, text: str) -> list[int]:
+    return list(loaded.tokenizer(text, add_special_tokens=False).input_ids)
+
+
+def _hf_option_score(p: Pair, prompt: str, option: str) -> float:
+    """Mean log-prob of the option's tokens in one unpadded HF forward of prompt+option."""
+    prompt_ids, ids = _ids(p.loaded, prompt), _ids(p.loaded, prompt + option)
+    # The tokens scored are the same however the option is tokenized (alone or joined).
+    assert ids[:len(prompt_ids)] == prompt_ids and len(ids) > len(prompt_ids)
+    with torch.no_grad():
+        logits = p.plain(input_ids=torch.tensor([ids])).logits[0].float()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    cols = torch.arange(len(prompt_ids) - 1, len(ids) - 1)
+    return logprobs[cols, torch.tensor(ids[len(prompt_ids):])].mean().item()
+
+
+def _hf_layer_outputs(p: Pair, text: str) -> list[torch.Tensor]:
+    """Each decoder layer's output (1, seq, d) in an unpadded HF forward of ``text``."""
+    n = p.loaded.n_layers
+    layers = next(m for _, m in p.plain.named_modules()
+                  if isinstance(m, torch.nn.ModuleList) and len(m) == n)
+    outs: list[torch.Tensor] = []
+    handles = [layer.register_forward_hook(
+        lambda mod, args, out: outs.append(out[0] if isinstance(out, tuple) else out))
+        for layer in layers]
+    try:
+        with torch.no_grad():
+            p.plain(input_ids=torch.tensor([_ids(p.loaded, text)]))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return outs
+
+
+def test_greedy_generation_equals_hf(pair: Pair) -> None:
+    tok, texts = pair.loaded.tokenizer, _prompts(pair.loaded)
+    engine = Engine(pair.loaded, batch_size=len(texts))
+    ours = engine.generate_batch(texts, max_new_tokens=8)
+    tok.padding_side = "left"
+    enc = tok(texts, add_special_tokens=False, padding=True, return_tensors="pt")
+    assert (enc.attention_mask == 0).any(), "prompts should need left padding"
+    with torch.no_grad():
+        out = pair.plain.generate(**enc, max_new_tokens=8, do_sample=False,
+                                  pad_token_id=tok.pad_token_id, eos_token_id=engine.eos_ids())
+    theirs = tok.batch_decode(out[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
+    assert ours == theirs and any(ours)
+
+
+@pytest.mark.parametrize("mode", ["text", "letter"])
+def test_option_scores_equal_hf_full_forwards(pair: Pair, mode: str) -> None:
+    prefix, options = (LETTER_PREFIX, list(LETTERS[:3])) if mode == "letter" else ("",
+                                                                                 TEXT_OPTIONS)
+    texts = _prompts(pair.loaded, prefix)
+    got = Engine(pair.loaded, batch_size=len(texts)).option_logprobs_batch(
+        texts, [options] * len(texts))
+    for text, row in zip(texts, got, strict=True):
+        want = [_hf_option_score(pair, text, o) for o in options]
+        assert row == pytest.approx(want, abs=1e-4), pair.family
+
+
+def test_cached_resid_post_equals_hf_layer_outputs(pair: Pair) -> None:
+    """resid_post read on a prompt pass and while scoring (packed) is HF's layer output."""
+    texts, k, n = _prompts(pair.loaded), 2, pair.loaded.n_layers
+    names = resid_hook_names(n, embed=False)
+    engine = Engine(pair.loaded, batch_size=len(texts))
+    alone, packed = Capture(names, k), Capture(names, k)
+    engine.forward_last(texts, capture=alone)
+    engine.option_logprobs_batch(texts, [TEXT_OPTIONS] * len(texts), capture=packed)
+    for cached in (alone.take(), packed.take()):
+        for b, text in enumerate(texts):
+            want = _hf_layer_outputs(pair, text)
+            for layer in range(n):
+                torch.testing.assert_close(cached[names[layer]][b], want[layer][0, -k:],
+                                           atol=1e-5, rtol=1e-5)
+
+
+def test_patching_last_resid_post_reproduces_the_source(pair: Pair) -> None:
+    loaded = pair.loaded
+    engine = Engine(loaded, batch_size=2)
+    a, b = (_ids(loaded, x)[0] for x in "ab")
+    source = [render(loaded.tokenizer, loaded.chat, [], q, LETTER_PREFIX) for q in QUESTIONS[:2]]
+    target = [render(loaded.tokenizer, loaded.chat, [], q, LETTER_PREFIX) for q in QUESTIONS[1:]]
+    pairs = [pt.PromptPair(f"x{i}", s, t, biased=a, unbiased=b)
+             for i, (s, t) in enumerate(zip(source, target, strict=True))]
+    last = pt.Patch(f"blocks.{loaded.n_layers - 1}.hook_resid_post", (-1,))
+    arrays = pt.patch_pairs(engine, pairs, [last], k=1)
+    assert np.abs(arrays["source"] - arrays["target"]).min() > 1e-4  # not trivially equal
+    np.testing.assert_allclose(arrays["denoise"][0], arrays["source"], atol=1e-5)
+    np.testing.assert_allclose(arrays["noise"][0], arrays["target"], atol=1e-5)
+    # The whole next-token distribution, in a full forward: the source's.
+    lp_src, acts = pt._capture(engine, source, [last.hook], 1)
+    patched, _, _ = engine.forward_last(
+        target, hooks=[(last.hook, pt._overwrite(acts[last.hook], (-1,)))])
+    torch.testing.assert_close(patched, lp_src, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", SLIDING)
+def test_the_window_changes_the_scores(family: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Control: ignoring the window (one plain block mask, as before) moves the scores away
+    from HF's, so the equality above depends on the window being applied."""
+    model, tokenizer = tiny_family_hf(family)
+    p = Pair(family, copy.deepcopy(model), bridge_from_hf(f"tiny-{family}", model, tokenizer))
+    monkeypatch.setattr("probe.inference.model_attention_mask",
+                        lambda packed, config, dtype: packed.additive_mask(dtype))
+    text = _prompts(p.loaded)[0]
+    got = Engine(p.loaded).option_logprobs_batch([text], [TEXT_OPTIONS])[0]
+    want = [_hf_option_score(p, text, o) for o in TEXT_OPTIONS]
+    assert max(abs(g - w) for g, w in zip(got, want, strict=True)) > 1e-3
