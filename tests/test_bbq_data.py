@@ -126,3 +126,28 @@ def test_real_data_loads_with_targets() -> None:
     for cat, n in report.counts.items():
         # the official analysis finds a target for nearly every item
         assert report.no_target[cat] <= 0.01 * n, cat
+
+
+def _partners_sampled(items) -> list[bool]:
+    from probe.data.bbq import polarity_key
+
+    keys = Counter((polarity_key(it), it.question_polarity) for it in items)
+    return [keys[(polarity_key(it), "nonneg" if it.question_polarity == "neg" else "neg")] > 0
+            for it in items]
+
+
+@pytest.mark.parametrize("limit", [2, 8, 56])
+def test_limit_keeps_polarity_partners_together(limit: int) -> None:
+    """Every sampled item's partner (same category, template, fill and context condition,
+    other polarity) is sampled too, so the two polarities cancel as BBQ intends."""
+    items, _ = load_bbq(shared_data_dir(), ["Age", "Religion", "Gender_identity"], limit=limit)
+    assert len(items) == 3 * limit and all(_partners_sampled(items))
+    for cat in ("Age", "Religion", "Gender_identity"):
+        cells = Counter((it.context_condition, it.question_polarity) for it in items
+                        if it.category == cat)
+        assert max(cells.values()) - min(cells.values()) <= 1
+
+
+def test_odd_limit_leaves_exactly_one_item_unpaired() -> None:
+    items, _ = load_bbq(shared_data_dir(), ["Age"], limit=7)
+    assert len(items) == 7 and _partners_sampled(items).count(False) == 1

@@ -166,22 +166,56 @@ def _resolve(categories: list[str] | None) -> list[str]:
     return list(dict.fromkeys(resolved))
 
 
-def stratified_sample(items: list[Item], limit: int, rng: random.Random) -> list[Item]:
-    """Up to ``limit`` items, spread as evenly as possible over the four
-    (context_condition, question_polarity) cells; original order is kept."""
-    cells: dict[tuple[str | None, str | None], list[int]] = {}
+def polarity_key(item: Item) -> tuple[str, str, str | None, str, tuple[str, ...]]:
+    """What a negative question and its non-negative partner share: category, template
+    (question_index), context condition and the fill (context text and answer set)."""
+    return (item.category, str(item.meta.get("question_index")), item.context_condition,
+            item.context, tuple(sorted(item.options)))
+
+
+def polarity_pairs(items: list[Item]) -> list[list[int]]:
+    """Indices of items grouped as [negative, non-negative] partners, in file order; an
+    item without a partner in ``items`` forms a group of its own."""
+    groups: dict[tuple[str, str, str | None, str, tuple[str, ...]], dict[str, list[int]]] = {}
     for index, item in enumerate(items):
-        cells.setdefault((item.context_condition, item.question_polarity), []).append(index)
-    pools = {key: rng.sample(idx, len(idx)) for key, idx in sorted(cells.items(), key=str)}
+        by_pol = groups.setdefault(polarity_key(item), {})
+        by_pol.setdefault(str(item.question_polarity), []).append(index)
+    units: list[list[int]] = []
+    for by_pol in groups.values():
+        negs, nonnegs = by_pol.get("neg", []), by_pol.get("nonneg", [])
+        units += [[a, b] for a, b in zip(negs, nonnegs, strict=False)]
+        units += [[i] for i in negs[len(nonnegs):] + nonnegs[len(negs):]]
+    return units
+
+
+def stratified_sample(items: list[Item], limit: int, rng: random.Random) -> list[Item]:
+    """Up to ``limit`` items, drawn as whole negative/non-negative pairs (same template and
+    fill), spread as evenly as possible over ambiguous and disambiguated contexts; original
+    order is kept.
+
+    BBQ's bias score lets the two polarities of one fill cancel (a model that always picks
+    the first-named person scores 0); sampling rows independently breaks that. An odd
+    ``limit`` ends with one item whose partner is left out.
+    """
+    cells: dict[str | None, list[list[int]]] = {}
+    for unit in polarity_pairs(items):
+        cells.setdefault(items[unit[0]].context_condition, []).append(unit)
+    # Pools are popped from the end: pairs first, in a seeded order; unpaired items last.
+    pools = {}
+    for key, units in sorted(cells.items(), key=str):
+        pairs = [u for u in units if len(u) == 2]
+        singles = [u for u in units if len(u) == 1]
+        pools[key] = rng.sample(singles, len(singles)) + rng.sample(pairs, len(pairs))
     chosen: list[int] = []
     remaining = min(limit, len(items))
-    # Round-robin over cells in a seeded order: equal cells unless one runs dry.
     order = rng.sample(sorted(pools, key=str), len(pools))
     while remaining:
         for key in order:
             if remaining and pools[key]:
-                chosen.append(pools[key].pop())
-                remaining -= 1
+                unit = pools[key].pop()
+                take = unit if len(unit) <= remaining else [rng.choice(unit)]
+                chosen += take
+                remaining -= len(take)
     return [items[i] for i in sorted(chosen)]
 
 
@@ -189,9 +223,9 @@ def load_bbq(data_dir: Path | str, categories: list[str] | None = None,
              limit: int | None = None, seed: int = 0) -> tuple[list[Item], LoadReport]:
     """BBQ items from ``<data_dir>/bbq/<Category>.jsonl`` for the present categories.
 
-    ``limit`` is items per category, a seeded sample balanced over ambig/disambig x
-    neg/nonneg. Missing categories are listed in the report, not an error, unless none
-    of the requested ones is present.
+    ``limit`` is items per category, a seeded sample of whole negative/non-negative pairs
+    balanced over ambig/disambig (see :func:`stratified_sample`). Missing categories are
+    listed in the report, not an error, unless none of the requested ones is present.
     """
     if limit is not None and limit <= 0:
         raise ConfigError(f"limit must be positive, got {limit}")
