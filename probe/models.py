@@ -167,7 +167,7 @@ def check_bridgeable(name: str, config: Any) -> None:
             config, "new_decoder_architecture", False):
         # transformer-lens 4.3's Falcon adapter splits the fused QKV as if it were the 7B
         # layout; the grouped (per-KV-head) layout of 40B/180B comes out scrambled: no load
-        # with multi_query, activations off by 0.1-0.35 without it.
+        # with multi_query; without it, activations that differ from HF's (0.1-0.35).
         raise ConfigError(f"model {name!r}: Falcon with new_decoder_architecture (the "
                           f"Falcon-40B/180B layout) is not supported: TransformerBridge "
                           f"splits its fused grouped QKV projection wrongly, so activations "

@@ -94,7 +94,8 @@ def test_refused_before_the_weights_load(tmp_path, monkeypatch) -> None:
 def test_alibi_falcon_generates_but_refuses_packed_scoring() -> None:
     """Falcon-RW style ALiBi: HF builds the bias from a 2-D mask, so the packed 4-D mask of
     text/letter mode cannot reach it; generation (2-D mask) still equals plain HF."""
-    model, tokenizer = tiny_family_hf("falcon", alibi=True)
+    model, tokenizer = tiny_family_hf("falcon", alibi=True, multi_query=False,
+                                      parallel_attn=False, bias=True)  # Falcon-RW's layout
     plain = copy.deepcopy(model)
     loaded = bridge_from_hf("tiny-falcon-alibi", model, tokenizer)
     engine, texts = Engine(loaded, 3), _texts(loaded)

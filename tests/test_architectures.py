@@ -92,9 +92,16 @@ def _hf_layer_outputs(p: Pair, text: str) -> list[torch.Tensor]:
     return outs
 
 
-def test_greedy_generation_equals_hf(pair: Pair) -> None:
+def test_greedy_generation_equals_hf(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
     tok, texts = pair.loaded.tokenizer, _prompts(pair.loaded)
     engine = Engine(pair.loaded, batch_size=len(texts))
+    bridged_generate, token_ids = pair.loaded.hf_model.generate, []
+
+    def keeping_ids(*args: Any, **kwargs: Any) -> torch.Tensor:
+        token_ids.append(bridged_generate(*args, **kwargs))
+        return token_ids[-1]
+
+    monkeypatch.setattr(pair.loaded.hf_model, "generate", keeping_ids)
     ours = engine.generate_batch(texts, max_new_tokens=8)
     tok.padding_side = "left"
     enc = tok(texts, add_special_tokens=False, padding=True, return_tensors="pt")
@@ -102,6 +109,7 @@ def test_greedy_generation_equals_hf(pair: Pair) -> None:
     with torch.no_grad():
         out = pair.plain.generate(**enc, max_new_tokens=8, do_sample=False,
                                   pad_token_id=tok.pad_token_id, eos_token_id=engine.eos_ids())
+    assert torch.equal(token_ids[0], out)  # token for token, padding included
     theirs = tok.batch_decode(out[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
     assert ours == theirs and any(ours)
 
