@@ -44,6 +44,7 @@ class RunConfig:
     # "default": the chat template's own system prompt (if any); "none": no system block;
     # any other text: that text as the system message (see probe.prompts).
     system_prompt: str = "default"
+    conditions_file: str | None = None  # user conditions (.py/.yaml/.json); see condition_files
 
     def validate(self) -> RunConfig:
         """Check option values; errors name the option."""

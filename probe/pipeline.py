@@ -89,9 +89,10 @@ def run_batch(engine: Engine, units: list[Unit], cfg: RunConfig,
     """Score one batch; returns rows (in ``units`` order) and activations of the rows
     that ran (prompts too long for the model are refused, counted, and carry none)."""
     histories = _histories(engine, units, cfg)
-    finals, prefixes = [], []
+    finals, prefixes, turns = [], [], []
     for unit, history in zip(units, histories, strict=True):
         final = get_condition(unit.condition).build(unit.item).final
+        turns.append([final.user, final.assistant_prefix])
         prefix = final.assistant_prefix + mode_prefix(unit.item, cfg.mode)
         prefixes.append(prefix)
         finals.append(render(engine.tokenizer, engine.loaded.chat, history, final.user, prefix,
@@ -103,8 +104,9 @@ def run_batch(engine: Engine, units: list[Unit], cfg: RunConfig,
                              [prefixes[i] for i in ok], cfg, capture)
     rows = []
     for i, unit in enumerate(units):
+        # The scored turn itself, so analyses re-render it without the condition's code.
         extra = {"n_prompt_tokens": lengths[i],
-                 "meta": {"history": histories[i]}}
+                 "meta": {"history": histories[i], "final_turn": turns[i]}}
         if i in ok:
             j = ok.index(i)
             pred = (pred_from_text(unit.item, outputs[j]) if scores is None

@@ -111,6 +111,11 @@ def _done_batches(folder: RunFolder, batches: list[list[Unit]],
 def run_study(cfg: RunConfig, out: Path, loaded: LoadedModel | None = None) -> StudyResult:
     """Run (or resume) the study described by ``cfg`` into the folder ``out``."""
     cfg.validate()
+    record = None
+    if cfg.conditions_file is not None:
+        from probe.condition_files import RECORD_KEY, load_conditions_file
+
+        record = load_conditions_file(cfg.conditions_file)
     conditions = resolve_conditions(cfg)
     items, reports = load_items(cfg)
     # A shard may hold no items when there are more shards than items: it finishes empty.
@@ -119,8 +124,12 @@ def run_study(cfg: RunConfig, out: Path, loaded: LoadedModel | None = None) -> S
     loaded = loaded or load_model(cfg.model, cfg.device, cfg.dtype, cfg.trust_remote_code,
                                  cfg.device_map)
     extra = {**_data_files(cfg), "model": Path(loaded.source)}
+    if record is not None:  # its hash under "files" makes a resume with an edited file fail
+        extra[RECORD_KEY] = Path(record["path"])
     facts = provenance({k: v for k, v in extra.items() if v.exists()})
     facts["model"] = model_facts(loaded)
+    if record is not None:
+        facts[RECORD_KEY] = record
     folder = RunFolder.create_or_resume(out, cfg.to_dict(), facts)
     # A resumed run starts at the size that fitted before instead of failing again first.
     start = min(cfg.batch_size, folder.fitting_batch_size(loaded.device) or cfg.batch_size)

@@ -68,6 +68,8 @@ def probes_and_directions(run: Path) -> None:
               help="Benchmark data (default: $PROBE_DATA_DIR or ./data).")
 @click.option("--condition", "conditions", multiple=True,
               help=f"Condition, repeatable (default: {', '.join(DEFAULT_CONDITIONS)}).")
+@click.option("--conditions-file", type=click.Path(dir_okay=False), default=None,
+              help="Your own conditions (.py, .yaml or .json), as `probe run --conditions-file`.")
 @click.option("--instruction", default="instruct-1", show_default=True,
               help="Instruction condition patched into the baseline and used as steering "
                    "direction.")
@@ -79,15 +81,16 @@ def probes_and_directions(run: Path) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Run folder (default: artifacts/locate/<model>).")
 def main(model: str, limit: int | None, mode: str, data_dir: Path | None,
-         conditions: tuple[str, ...], instruction: str, analysis_limit: int, device: str,
-         batch_size: int, out: Path | None) -> None:
+         conditions: tuple[str, ...], conditions_file: str | None, instruction: str,
+         analysis_limit: int, device: str, batch_size: int, out: Path | None) -> None:
     """Run one model with --cache-acts, then every analysis stage available, then report."""
     run = out or Path("artifacts/locate") / model.replace("/", "--")
     data = str(data_dir or default_data_dir())
     try:
         cfg = RunConfig(model=model, limit=limit, mode=mode, data_dir=data, device=device,
                         batch_size=batch_size, cache_acts=True,
-                        conditions=list(conditions or DEFAULT_CONDITIONS))
+                        conditions=list(conditions or DEFAULT_CONDITIONS),
+                        conditions_file=conditions_file)
         loaded = load_model(cfg.model, cfg.device, cfg.dtype)
         run_study(cfg, run, loaded=loaded)
         plot_run(run)

@@ -49,17 +49,21 @@ def run_one(model: str, out: Path, **opts: object) -> Path:
               help="Benchmark data (default: $PROBE_DATA_DIR or ./data).")
 @click.option("--condition", "conditions", multiple=True,
               help="Condition (repeatable; default: all that apply).")
+@click.option("--conditions-file", type=click.Path(dir_okay=False), default=None,
+              help="Your own conditions (.py, .yaml or .json), as `probe run --conditions-file`.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("artifacts/output_study"),
               show_default=True)
 def main(models: tuple[str, ...], limit: int | None, mode: str, data_dir: Path | None,
-         conditions: tuple[str, ...], device: str, batch_size: int, out: Path) -> None:
+         conditions: tuple[str, ...], conditions_file: str | None, device: str,
+         batch_size: int, out: Path) -> None:
     """Run the output study for each model, then report each run and compare them."""
     try:
         folders = [run_one(m, out, limit=limit, mode=mode, device=device, batch_size=batch_size,
                            data_dir=str(data_dir or default_data_dir()),
-                           conditions=list(conditions) or None)
+                           conditions=list(conditions) or None,
+                           conditions_file=conditions_file)
                    for m in model_list(models)]
         result = compare_runs(folders)
         click.echo(format_compare(result))

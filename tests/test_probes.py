@@ -179,7 +179,7 @@ def test_run_probes_end_to_end(tmp_path):
     result = pr.run_probes(tmp_path, store=store, progress=False)
     on_disk = json.loads((tmp_path / "probes.json").read_text())
     assert on_disk["targets"].keys() == result["targets"].keys()
-    cond = on_disk["targets"]["condition:instruct-*"]
+    cond = on_disk["targets"]["condition:instruct-1"]
     assert cond["skipped"] is None and cond["n"] == 120
     by_layer = {rec["layer"]: rec for rec in cond["layers"]}
     assert set(by_layer) == {-1, 0, 1}
@@ -195,6 +195,26 @@ def test_run_probes_end_to_end(tmp_path):
     assert len(vectors) == sum(2 * len(t["layers"]) for t in on_disk["targets"].values())
     png = plot_probes(tmp_path / "probes.json", tmp_path / "plots" / "probes.png")
     assert png.stat().st_size > 10_000
+
+
+def test_target_adds_to_probes_json(tmp_path):
+    """``--target X`` after a default run keeps the earlier targets (and their directions);
+    a run under other settings replaces them instead of mixing two protocols."""
+    store = fake_run(tmp_path)
+    first = pr.run_probes(tmp_path, ["correct:baseline"], ("diffmeans",), store=store,
+                          progress=False)
+    second = pr.run_probes(tmp_path, ["condition:instruct-1"], ("diffmeans",), store=store,
+                           progress=False)
+    on_disk = json.loads((tmp_path / "probes.json").read_text())
+    assert set(on_disk["targets"]) == {"correct:baseline", "condition:instruct-1"}
+    assert on_disk["targets"]["correct:baseline"] == first["targets"]["correct:baseline"]
+    assert second["targets"] == on_disk["targets"]
+    vectors = load_file(str(tmp_path / "probe_directions.safetensors"))
+    assert {k.split("/")[0] for k in vectors} == {"correct:baseline", "condition:instruct-1"}
+    other = pr.run_probes(tmp_path, ["condition:instruct-1"], ("diffmeans",), seed=1,
+                          store=store, progress=False)
+    assert set(other["targets"]) == {"condition:instruct-1"}
+    assert other["meta"]["replaced"] == ["condition:instruct-1", "correct:baseline"]
 
 
 def test_probes_command(tmp_path, monkeypatch):

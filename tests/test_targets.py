@@ -105,7 +105,7 @@ def test_names_and_errors():
     with pytest.raises(UnknownNameError):
         build("condition")
     names = tg.default_target_names(ROWS)
-    assert names == ["condition:instruct-*", "condition:negate-*", "biased_answer:baseline",
+    assert names == ["condition:instruct-1", "condition:negate-1", "biased_answer:baseline",
                      "correct:baseline", "self_corrected:instruct-*"]
     assert tg.instruction_conditions(ROWS) == ["instruct-1", "negate-1"]
 

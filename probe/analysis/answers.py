@@ -62,9 +62,11 @@ def load_run(run_dir: str | Path, data_dir: str | Path | None = None,
     draws, which is the first N of any larger sample with the same seed, so it lies inside
     the run's items (``--limit`` means items per category in every command).
     """
+    from probe.condition_files import register_run_conditions
     from probe.study import load_items
 
     folder = RunFolder.open(run_dir)
+    register_run_conditions(folder.path)
     cfg = RunConfig.from_dict(folder.config)
     if data_dir is not None:
         cfg = replace(cfg, data_dir=str(data_dir))
@@ -143,14 +145,26 @@ def letter_prompt(loaded: LoadedModel, run: RunData, item: Item, condition: str)
     row = run.row(item.item_id, condition)
     if row is None:
         raise DataError(f"no row for {item.item_id} under {condition}", str(run.path))
-    history = (row.get("meta") or {}).get("history") or []
+    meta = row.get("meta") or {}
+    history = [tuple(h) for h in meta.get("history") or []]
     system = run.config.system_prompt
-    as_run = final_prompt(loaded, item, condition, history, mode_prefix(item, run.config.mode),
-                          system)
+    # The row's own scored turn (runs since conditions files) needs no condition code;
+    # older rows are rebuilt from the registry.
+    stored = meta.get("final_turn")
+    user, prefix = stored if stored else _final(item, condition)
+    tok, chat = loaded.tokenizer, loaded.chat
+    as_run = render(tok, chat, history, user,  # type: ignore[arg-type]
+                    prefix + mode_prefix(item, run.config.mode), system)
     if as_run != row["prompt"]:
         raise DataError(f"re-rendered prompt of {item.item_id} under {condition} differs from "
                         f"the run's (data or chat template changed?)", str(run.path))
-    return final_prompt(loaded, item, condition, history, LETTER_PREFIX, system)
+    return render(tok, chat, history, user,  # type: ignore[arg-type]
+                  prefix + LETTER_PREFIX, system)
+
+
+def _final(item: Item, condition: str) -> tuple[str, str]:
+    final = get_condition(condition).build(item).final
+    return final.user, final.assistant_prefix
 
 
 def mean_ci(values: np.ndarray | list[float], n_boot: int = N_BOOT,

@@ -18,6 +18,7 @@ of one template (and the same item under several conditions) are not independent
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -275,8 +276,37 @@ def run_probes(run_dir: Path, targets: list[str] | None = None,
     for rec in records:
         name = rec.pop("target")
         result["targets"][name]["layers"].append(rec)
+    directions = keep_earlier_targets(run_dir, result, directions)
     atomic_write_json(run_dir / "probes.json", result)  # NaN (undefined AUROC) -> null
     if directions:
-        atomic_write_bytes(run_dir / "probe_directions.safetensors",
+        atomic_write_bytes(run_dir / DIRECTIONS_FILE,
                            save({k: v.astype(np.float32) for k, v in directions.items()}))
     return result
+
+
+# Settings under which two probes.json results are comparable and may share a file.
+SAME_SETTINGS = ("kinds", "seed", "n_splits", "position", "cs", "ci_method", "control")
+DIRECTIONS_FILE = "probe_directions.safetensors"
+
+
+def keep_earlier_targets(run_dir: Path, result: dict[str, Any],
+                         directions: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Add to ``result`` (in place) the targets of an earlier probes.json that this call did
+    not recompute, so ``probe probes --target X`` adds X instead of dropping the rest; and
+    return the directions with theirs. Earlier results under other settings (seed, kinds,
+    position...) are not mixed in: they are replaced, and ``meta.replaced`` says so."""
+    from safetensors.numpy import load_file
+
+    path = run_dir / "probes.json"
+    if not path.is_file():
+        return directions
+    earlier = json.loads(path.read_text(encoding="utf-8"))
+    old_meta = earlier.get("meta", {})
+    if any(old_meta.get(k) != result["meta"].get(k) for k in SAME_SETTINGS):
+        result["meta"]["replaced"] = sorted(earlier.get("targets", {}))
+        return directions
+    kept = {n: t for n, t in earlier.get("targets", {}).items() if n not in result["targets"]}
+    result["targets"] = {**kept, **result["targets"]}
+    old_dirs = (load_file(str(run_dir / DIRECTIONS_FILE))
+                if (run_dir / DIRECTIONS_FILE).is_file() else {})
+    return {**{k: v for k, v in old_dirs.items() if k.split("/")[0] in kept}, **directions}

@@ -85,18 +85,20 @@ def conditions_in(rows: Iterable[dict[str, Any]]) -> list[str]:
 
 
 def instruction_conditions(rows: Iterable[dict[str, Any]]) -> list[str]:
-    """Conditions that are instructions (``instruct-*``, ``negate-*``), in first-seen order."""
-    return [c for c in conditions_in(rows) if any(fnmatchcase(c, g) for g in INSTRUCTION_GLOBS)]
+    """Every condition but the baseline (built-in or from a conditions file), in first-seen
+    order: each one's contrast with the baseline is probed and gets a direction."""
+    return [c for c in conditions_in(rows) if c != BASELINE]
 
 
 def default_target_names(rows: list[dict[str, Any]]) -> list[str]:
-    """The targets probed when none are named: few, so a run stays fast.
+    """The targets probed when none are named: each non-baseline condition against the
+    baseline (a user's own conditions included), then the answer targets.
 
     Answer targets default to the baseline rows: pooled over conditions, an instruction
     that lowers bias would let a probe score by recognising the condition instead.
     """
     conds = conditions_in(rows)
-    names = [f"condition:{g}" for g in INSTRUCTION_GLOBS if any(fnmatchcase(c, g) for c in conds)]
+    names = [f"condition:{c}" for c in instruction_conditions(rows)]
     names += [f"biased_answer:{BASELINE}", f"correct:{BASELINE}"]
     if any(fnmatchcase(c, "instruct-*") for c in conds):
         names.append("self_corrected:instruct-*")

@@ -46,7 +46,9 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--target", "targets", multiple=True,
               help="Probe target, repeatable: condition:A[:B], biased_answer[:C], correct[:C], "
-                   "self_corrected:C[:baseline]. Default: a small set for the conditions run.")
+                   "self_corrected:C[:baseline]. Default: condition:C for every non-baseline "
+                   "condition, then the answer targets. Targets already in probes.json "
+                   "(same settings) are kept.")
 @click.option("--kind", "kinds", multiple=True, type=click.Choice(KINDS),
               help="Probe kind, repeatable (default: all).")
 @click.option("--layer", "layers", multiple=True, type=int,

@@ -25,6 +25,9 @@ def default_out(cfg: RunConfig) -> Path:
 @click.option("--benchmark", "benchmarks", multiple=True, help="bbq, winogender (repeat).")
 @click.option("--condition", "conditions", multiple=True,
               help="Condition name (repeat); default: all that apply. See `probe conditions`.")
+@click.option("--conditions-file", type=click.Path(dir_okay=False), default=None,
+              help="Your own conditions: a .py file (register_condition or CONDITIONS = "
+                   "[...]) or a .yaml/.json list; recorded in run.json. See docs/api.md.")
 @click.option("--category", "categories", multiple=True, help="BBQ category (repeat).")
 @click.option("--limit", type=int, help="Items per category, stratified (default: all).")
 @click.option("--mode", type=click.Choice(MODES), default="text", show_default=True,
@@ -88,10 +91,17 @@ def run_cmd(out: Path | None, data_dir: Path | None, benchmarks: tuple[str, ...]
               help="As for `probe run`: default, none, or a text.")
 @click.option("--model", default=None,
               help="Also print each example's exact prompt through this model's chat template.")
-def conditions_cmd(benchmark: str | None, system_prompt: str, model: str | None) -> None:
+@click.option("--conditions-file", type=click.Path(dir_okay=False), default=None,
+              help="Check and list the conditions of this file too (as `probe run` would).")
+def conditions_cmd(benchmark: str | None, system_prompt: str, model: str | None,
+                   conditions_file: str | None) -> None:
     """List the prompt conditions with their exact text, source and differences from it."""
     from probe.conditions import CONDITIONS, EXAMPLE_ITEMS, describe
 
+    if conditions_file is not None:
+        from probe.condition_files import load_conditions_file
+
+        load_conditions_file(conditions_file)
     click.echo(f"system prompt: {_system_line(system_prompt)}\n")
     tokenizer = None if model is None else _tokenizer(model)
     for cond in CONDITIONS.values():
