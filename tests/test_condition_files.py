@@ -11,7 +11,13 @@ import pytest
 from click.testing import CliRunner
 
 from probe.condition_files import load_conditions_file, register_run_conditions
-from probe.conditions import CONDITIONS, EXAMPLE_ITEMS, get_condition, question_text
+from probe.conditions import (
+    CONDITIONS,
+    EXAMPLE_ITEMS,
+    answer_prefix,
+    get_condition,
+    question_text,
+)
 from probe.config import RunConfig
 from probe.errors import DataError
 from tests.conftest_data import bbq_cells, write_jsonl
@@ -76,7 +82,8 @@ def test_yaml_and_json_give_the_same_prompts(tmp_path: Path) -> None:
     assert plans["c.yaml"][("be-fair", "winogender")].final.assistant_prefix == \
         wino.meta["prefix"]
     think = plans["c.yaml"][("think-first", "bbq")]
-    assert [t.assistant_prefix for t in think.turns] == ["Let me think.", ""]
+    # The last turn's prefix defaults to the answer cue every built-in condition ends with.
+    assert [t.assistant_prefix for t in think.turns] == ["Let me think.", answer_prefix(bbq)]
     assert ("think-first", "winogender") not in plans["c.yaml"]
 
 
