@@ -60,11 +60,11 @@ def _fmt(block: dict[str, Any] | None) -> str:
 def patch(run: Path, instruction: str, baseline: str, positions: int, limit: int | None,
           data_dir: Path | None) -> None:
     """Activation patching between two conditions of RUN; writes patching.json and plots."""
-    from probe.analysis.patch_study import run_patching
+    from probe.api import patch as patch_run
 
     source, target = instruction, baseline
-    out = run_patching(str(run), source, target, positions, limit,
-                       data_dir=None if data_dir is None else str(data_dir))
+    out = patch_run(run, instruction, baseline, positions=positions, limit=limit,
+                    data_dir=data_dir)
     metric = out["metric"]
     click.echo(f"{out['meta']['n_items']} items; logit diff (unbiased - biased): "
                f"{source} {_fmt(metric['source'])}, {target} {_fmt(metric['target'])}")
@@ -91,12 +91,10 @@ def patch(run: Path, instruction: str, baseline: str, positions: int, limit: int
 def steer(run: Path, instruction: str, layers: str | None, alphas: str, seed: int,
           limit: int | None, data_dir: Path | None) -> None:
     """Steer RUN's baseline along a self-correction direction; writes steering.json and plot."""
-    from probe.analysis.steering import run_steering
+    from probe.api import steer as steer_run
 
-    out = run_steering(str(run), instruction,
-                       None if layers is None else _ints(layers, "--layers"),
-                       _floats(alphas, "--alphas"), seed=seed, limit=limit,
-                       data_dir=None if data_dir is None else str(data_dir))
+    out = steer_run(run, instruction, layers=None if layers is None else _ints(layers, "--layers"),
+                    alphas=_floats(alphas, "--alphas"), seed=seed, limit=limit, data_dir=data_dir)
     click.echo(f"{'layer':>5} {'kind':<9} {'alpha':>6}  ambig bias [95% CI]     "
                f"disambig bias [95% CI]")
     for rec in out["results"]:
@@ -116,11 +114,9 @@ def steer(run: Path, instruction: str, layers: str | None, alphas: str, seed: in
 def lens(run: Path, instructions: tuple[str, ...], limit: int | None,
          data_dir: Path | None) -> None:
     """Logit lens at the answer position per layer and condition; writes lens.json and plot."""
-    from probe.analysis.lens import run_lens
+    from probe.api import lens as lens_run
 
-    conditions = ["baseline", *instructions] if instructions else None
-    out = run_lens(str(run), conditions, limit=limit,
-                   data_dir=None if data_dir is None else str(data_dir))
+    out = lens_run(run, instructions, limit=limit, data_dir=data_dir)
     for cond, block in out["conditions"].items():
         last = block["layers"][-1]
         click.echo(f"{cond:<14} n={block['n_items']:<4} final layer: p(unbiased) "

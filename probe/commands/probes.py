@@ -7,10 +7,7 @@ from typing import Any
 
 import click
 
-from probe.analysis import targets as tg
-from probe.analysis.directions import compute_directions, paired_rows, plot_cosines
-from probe.analysis.probe_plots import plot_probes
-from probe.analysis.probes import KINDS, run_probes
+from probe.analysis.probes import KINDS
 
 
 def best_layers(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -60,19 +57,12 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 def probes(run: Path, targets: tuple[str, ...], kinds: tuple[str, ...],
            layers: tuple[int, ...], seed: int, position: int) -> None:
     """Probe RUN's cached activations layer by layer; write probes.json, directions.json, plots."""
-    store = tg.open_store(run)
-    store.load(store.hook_names[0], rows=[], position=position)  # unknown position: fail now
-    result = run_probes(run, list(targets) or None, kinds or KINDS, seed=seed,
-                        layers=list(layers) or None, store=store, position=position)
+    from probe.api import probes_and_directions
+
+    result, entries = probes_and_directions(run, targets, kinds, layers=layers, seed=seed,
+                                            position=position)
     _print_table(best_layers(result))
-    plot_probes(result, run / "plots" / "probes.png")
-    rows = tg.read_rows(run / "generations.jsonl")
-    pairs = [c for c in tg.instruction_conditions(rows)
-             if paired_rows(store.rows, c, position=position)[0]]
-    for cond in pairs:
-        entry = compute_directions(run, cond, store=store, layers=list(layers) or None,
-                                   position=position)
-        click.echo(f"direction {cond} - baseline: {entry['n_pairs']} paired items")
-    if pairs:
-        plot_cosines(run / "directions.json", run / "plots" / "directions.png")
+    for entry in entries:
+        click.echo(f"direction {entry['condition']} - baseline: {entry['n_pairs']} paired "
+                   f"items")
     click.echo(f"wrote {run / 'probes.json'} and plots in {run / 'plots'}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import click
@@ -10,13 +9,6 @@ import click
 from probe.config import MODES, RunConfig
 from probe.data.registry import default_data_dir
 from probe.models import DEFAULT_MODEL
-
-
-def default_out(cfg: RunConfig) -> Path:
-    """``artifacts/runs/<timestamp>_<model>_<benchmarks>/``."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    model = cfg.model.replace("/", "--")
-    return Path("artifacts") / "runs" / f"{stamp}_{model}_{'+'.join(cfg.benchmarks)}"
 
 
 @click.command("run")
@@ -69,8 +61,8 @@ def run_cmd(out: Path | None, data_dir: Path | None, benchmarks: tuple[str, ...]
 
     Re-running the same command on the same --out resumes where it stopped.
     """
+    from probe.api import default_out, run_study
     from probe.scoring.metrics import format_table
-    from probe.study import run_study
 
     cfg = RunConfig(
         benchmarks=list(benchmarks) or ["bbq", "winogender"],
@@ -78,11 +70,11 @@ def run_cmd(out: Path | None, data_dir: Path | None, benchmarks: tuple[str, ...]
         data_dir=str(data_dir or default_data_dir()), **opts)  # type: ignore[arg-type]
     cfg.validate()
     out = out or default_out(cfg)
-    result = run_study(cfg, out)
-    for report in result.reports:
+    run = run_study(cfg, out)  # the same function as probe.run_study in Python
+    for report in run.reports:
         click.echo(report.summary())
-    click.echo(format_table(result.metrics, by_category))
-    click.echo(f"\nrun folder: {result.folder.path}  ({result.n_rows} rows)")
+    click.echo(format_table(run.metrics, by_category))
+    click.echo(f"\nrun folder: {run.path}  ({len(run.rows)} rows)")
 
 
 @click.command("conditions")
