@@ -32,6 +32,8 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "qwen3": {**_DECODER, **_MIXED, "head_dim": 8},
     "gemma": {**_DECODER, "head_dim": 8},
     "gemma2": {**_DECODER, "head_dim": 8, "sliding_window": WINDOW},
+    "gemma3_text": {**_DECODER, "head_dim": 8, "sliding_window": WINDOW,
+                    "layer_types": ["sliding_attention", "full_attention"]},
     "phi": {**_DECODER, "partial_rotary_factor": 0.5},
     "phi3": {**_DECODER, **_ALL_SLIDING},
     "gpt_neox": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
