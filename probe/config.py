@@ -45,6 +45,9 @@ class RunConfig:
     # any other text: that text as the system message (see probe.prompts).
     system_prompt: str = "default"
     conditions_file: str | None = None  # user conditions (.py/.yaml/.json); see condition_files
+    # BBQ: score every cyclic order of the options and un-permute (see probe.counterbalance).
+    # None resolves to True in letter mode, False otherwise; run.json stores the resolved value.
+    counterbalance: bool | None = None
 
     def validate(self) -> RunConfig:
         """Check option values; errors name the option."""
@@ -71,6 +74,10 @@ class RunConfig:
                               f"{self.max_new_tokens}")
         if not self.system_prompt.strip():
             raise ConfigError("--system-prompt must be default, none or a non-empty text")
+        self.counterbalance = self.counterbalanced()
+        if self.counterbalance and self.mode == "generate":
+            raise ConfigError("--counterbalance needs --mode letter or text (generate mode "
+                              "would have to sample every order); use --no-counterbalance")
         if self.attention not in ("eager", "sdpa"):
             raise UnknownNameError("--attention", self.attention, ("eager", "sdpa"))
         if self.act_dtype not in ("float16", "bfloat16", "float32"):
@@ -78,6 +85,10 @@ class RunConfig:
                                    ("float16", "bfloat16", "float32"))
         self.shard_index()
         return self
+
+    def counterbalanced(self) -> bool:
+        """Whether BBQ options are scored in every cyclic order (default: letter mode)."""
+        return self.mode == "letter" if self.counterbalance is None else self.counterbalance
 
     def shard_index(self) -> tuple[int, int] | None:
         """``(i, n)`` from ``--shard i/N`` (0-based i), or None."""

@@ -14,6 +14,7 @@ import torch
 
 from probe.conditions import get_condition
 from probe.config import RunConfig
+from probe.counterbalance import META_KEY, aggregate, cyclic_orders, shown
 from probe.hooks import Capture
 from probe.inference import Engine, is_oom
 from probe.items import GenerationRow, Item, row_for
@@ -67,10 +68,11 @@ def plan_batches(units: list[Unit], batch_size: int) -> list[list[Unit]]:
     return batches
 
 
-def _histories(engine: Engine, units: list[Unit], cfg: RunConfig) -> list[list[tuple[str, str]]]:
-    """Generate the answers to every turn before the scored one."""
-    plans = [get_condition(u.condition).build(u.item) for u in units]
-    histories: list[list[tuple[str, str]]] = [[] for _ in units]
+def _histories(engine: Engine, asked: list[tuple[str, Item]],
+               cfg: RunConfig) -> list[list[tuple[str, str]]]:
+    """Generate the answers to every turn before the scored one, per (condition, item)."""
+    plans = [get_condition(name).build(item) for name, item in asked]
+    histories: list[list[tuple[str, str]]] = [[] for _ in asked]
     n_turns = max(len(p.turns) for p in plans)
     for t in range(n_turns - 1):
         idx = [i for i, p in enumerate(plans) if len(p.turns) - 1 > t]
@@ -84,53 +86,113 @@ def _histories(engine: Engine, units: list[Unit], cfg: RunConfig) -> list[list[t
     return histories
 
 
+@dataclass(frozen=True)
+class View:
+    """One displayed order of a unit's options (the identity order unless counterbalanced)."""
+
+    unit: int
+    order: tuple[int, ...]
+    item: Item
+
+
+def plan_views(units: list[Unit], cfg: RunConfig) -> list[View]:
+    """Every unit's views; BBQ units get all cyclic orders when counterbalancing."""
+    views = []
+    for u, unit in enumerate(units):
+        n = len(unit.item.options)
+        many = cfg.counterbalanced() and unit.item.benchmark == "bbq"
+        views += [View(u, order, shown(unit.item, order))
+                  for order in (cyclic_orders(n) if many else [tuple(range(n))])]
+    return views
+
+
 def run_batch(engine: Engine, units: list[Unit], cfg: RunConfig,
               capture: Capture | None) -> tuple[list[GenerationRow], dict[str, torch.Tensor]]:
     """Score one batch; returns rows (in ``units`` order) and activations of the rows
-    that ran (prompts too long for the model are refused, counted, and carry none)."""
-    histories = _histories(engine, units, cfg)
+    that ran (prompts too long for the model are refused, counted, and carry none).
+
+    Activations come from the options' own order (the row's ``prompt``); the other orders
+    of a counterbalanced unit are scored in a second pass without capture.
+    """
+    views = plan_views(units, cfg)
+    histories: list[list[tuple[str, str]]] = [[] for _ in views]
+    for order in dict.fromkeys(v.order for v in views):  # one pass per order, batch-sized
+        idx = [j for j, v in enumerate(views) if v.order == order]
+        done = _histories(engine, [(units[views[j].unit].condition, views[j].item)
+                                   for j in idx], cfg)
+        for j, history in zip(idx, done, strict=True):
+            histories[j] = history
     finals, prefixes, turns = [], [], []
-    for unit, history in zip(units, histories, strict=True):
-        final = get_condition(unit.condition).build(unit.item).final
+    for view, history in zip(views, histories, strict=True):
+        final = get_condition(units[view.unit].condition).build(view.item).final
         turns.append([final.user, final.assistant_prefix])
-        prefix = final.assistant_prefix + mode_prefix(unit.item, cfg.mode)
-        prefixes.append(prefix)
-        finals.append(render(engine.tokenizer, engine.loaded.chat, history, final.user, prefix,
-                             cfg.system_prompt))
+        prefixes.append(final.assistant_prefix + mode_prefix(view.item, cfg.mode))
+        finals.append(render(engine.tokenizer, engine.loaded.chat, history, final.user,
+                             prefixes[-1], cfg.system_prompt))
     lengths = [engine.n_tokens(t) for t in finals]
     budget = engine.loaded.n_ctx - (cfg.max_new_tokens if cfg.mode == "generate" else 8)
-    ok = [i for i, n in enumerate(lengths) if n <= budget]
-    outputs, scores = _score(engine, [units[i] for i in ok], [finals[i] for i in ok],
-                             [prefixes[i] for i in ok], cfg, capture)
+    fits = [True] * len(units)
+    for view, n in zip(views, lengths, strict=True):
+        fits[view.unit] = fits[view.unit] and n <= budget
+    first: dict[int, int] = {}
+    for j, view in enumerate(views):
+        first.setdefault(view.unit, j)
+    # One pass per displayed order, each no larger than the batch (memory stays bounded).
+    groups: dict[tuple[int, ...] | None, list[int]] = {None: []}
+    for j, view in enumerate(views):
+        if fits[view.unit]:
+            groups.setdefault(None if j == first[view.unit] else view.order, []).append(j)
+    outputs: dict[int, str] = {}
+    scores: dict[int, list[float]] = {}
+    acts: dict[str, torch.Tensor] = {}
+    for key, group in groups.items():
+        cap = capture if key is None else None
+        outs, scs = _score(engine, [views[j].item for j in group], [finals[j] for j in group],
+                           [prefixes[j] for j in group], cfg, cap)
+        outputs.update(zip(group, outs, strict=True))
+        scores.update(zip(group, scs or [], strict=False))
+        if cap is not None and group:
+            acts = cap.take()
     rows = []
-    for i, unit in enumerate(units):
+    for u, unit in enumerate(units):
+        mine = [j for j, v in enumerate(views) if v.unit == u]
+        j0 = first[u]
         # The scored turn itself, so analyses re-render it without the condition's code.
-        extra = {"n_prompt_tokens": lengths[i],
-                 "meta": {"history": histories[i], "final_turn": turns[i]}}
-        if i in ok:
-            j = ok.index(i)
-            pred = (pred_from_text(unit.item, outputs[j]) if scores is None
-                    else pred_from_scores(unit.item, scores[j]))
-            row = row_for(unit.item, unit.condition, cfg.mode, finals[i], outputs[j], pred,
-                          option_scores=None if scores is None else scores[j], **extra)
+        extra = {"n_prompt_tokens": lengths[j0],
+                 "meta": {"history": histories[j0], "final_turn": turns[j0]}}
+        if not fits[u]:
+            rows.append(row_for(unit.item, unit.condition, cfg.mode, finals[j0], "", None,
+                                truncated=True, **extra))
+        elif j0 not in scores:
+            rows.append(row_for(unit.item, unit.condition, cfg.mode, finals[j0], outputs[j0],
+                                pred_from_text(unit.item, outputs[j0]), **extra))
+        elif len(mine) == 1:
+            rows.append(row_for(unit.item, unit.condition, cfg.mode, finals[j0], outputs[j0],
+                                pred_from_scores(unit.item, scores[j0]),
+                                option_scores=scores[j0], **extra))
         else:
-            row = row_for(unit.item, unit.condition, cfg.mode, finals[i], "", None,
-                          truncated=True, **extra)
-        rows.append(row)
-    acts = capture.take() if capture is not None and ok else {}
-    return rows, {name: t for name, t in acts.items()} if ok else {}
+            agg = aggregate(unit.item.item_id, [views[j].order for j in mine],
+                            [scores[j] for j in mine])
+            extra["meta"][META_KEY] = {  # type: ignore[index]
+                "orders": [list(views[j].order) for j in mine],
+                "scores": [scores[j] for j in mine], "picks": agg.picks,
+                "histories": [histories[j] for j in mine]}
+            output = option_texts(unit.item, cfg.mode, prefixes[j0])[agg.pred]
+            rows.append(row_for(unit.item, unit.condition, cfg.mode, finals[j0], output,
+                                agg.pred, option_scores=agg.option_scores, **extra))
+    return rows, acts
 
 
-def _score(engine: Engine, units: list[Unit], texts: list[str], prefixes: list[str],
+def _score(engine: Engine, items: list[Item], texts: list[str], prefixes: list[str],
            cfg: RunConfig, capture: Capture | None
            ) -> tuple[list[str], list[list[float]] | None]:
-    if not units:
+    if not items:
         return [], None
     if capture is not None:
         capture.reset()
     if cfg.mode == "generate":
         return engine.generate_batch(texts, cfg.max_new_tokens, capture=capture), None
-    options = [option_texts(u.item, cfg.mode, p) for u, p in zip(units, prefixes, strict=True)]
+    options = [option_texts(it, cfg.mode, p) for it, p in zip(items, prefixes, strict=True)]
     scores = engine.option_logprobs_batch(texts, options, capture=capture)
     outputs = [opts[max(range(len(s)), key=lambda k: s[k])] for opts, s in
                zip(options, scores, strict=True)]

@@ -53,6 +53,9 @@ from probe.models import DEFAULT_MODEL
 @click.option("--system-prompt", default="default", show_default=True,
               help="default: the chat template's own system prompt (SmolLM2 inserts one); "
                    "none: no system block; any other text: that text as the system message.")
+@click.option("--counterbalance/--no-counterbalance", default=None,
+              help="BBQ: score the options in every cyclic order and un-permute "
+                   "(default: on in letter mode, off otherwise). See docs/methods.md.")
 @click.option("--by-category", is_flag=True, help="Print BBQ metrics per category too.")
 def run_cmd(out: Path | None, data_dir: Path | None, benchmarks: tuple[str, ...],
             conditions: tuple[str, ...], categories: tuple[str, ...], by_category: bool,

@@ -117,11 +117,22 @@ def _by_context(rows: Iterable[dict[str, Any]], n_boot: int, seed: int) -> dict[
             for cond in ("ambig", "disambig")}
 
 
+def displayed_picks(row: dict[str, Any]) -> list[int]:
+    """The displayed positions a row's answers took, before un-permuting: one per scored
+    order of a counterbalanced row, else the answer's own position."""
+    orders = (row.get("meta") or {}).get("counterbalance")
+    if orders:
+        return [int(p) for p in orders["picks"]]
+    return [] if row.get("pred") is None else [int(row["pred"])]
+
+
 def answer_positions(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Share of parsed answers at each position 0/1/2 (a position habit shows here)."""
-    preds = [r["pred"] for r in rows if r.get("pred") is not None]
-    shares = {str(i): ratio(sum(p == i for p in preds), len(preds)) for i in range(3)}
-    return {**shares, "n": len(preds)}
+    """Share of picks at each displayed position 0/1/2, before un-permuting (the position
+    habit); ``n`` counts picks (three per counterbalanced item)."""
+    picks = [p for r in rows for p in displayed_picks(r)]
+    shares = {str(i): ratio(sum(p == i for p in picks), len(picks)) for i in range(3)}
+    counterbalanced = any((r.get("meta") or {}).get("counterbalance") for r in rows)
+    return {**shares, "n": len(picks), "counterbalanced": counterbalanced}
 
 
 def bbq_metrics(rows: list[dict[str, Any]], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:

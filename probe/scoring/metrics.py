@@ -104,7 +104,11 @@ def format_table(metrics: dict[str, Any], by_category: bool = False) -> str:
         out.append(f"{'condition':<12} {'category':<20} | {head} | {head}")
         for cond, block in bbq.items():
             out += _bbq_lines(cond, block, by_category)
-        out.append("answer position habit (share of answers (a)/(b)/(c)): " + "; ".join(
+        counterbalanced = any((b.get("answer_positions") or {}).get("counterbalanced")
+                              for b in bbq.values())
+        out.append("answer position habit (share of picks at displayed (a)/(b)/(c)"
+                   + (", every cyclic order, before un-permuting" if counterbalanced else "")
+                   + "): " + "; ".join(
             f"{cond} " + "/".join(_pct(block["answer_positions"].get(str(i))).strip()
                                   for i in range(3))
             for cond, block in bbq.items() if block.get("answer_positions")))
