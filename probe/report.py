@@ -172,13 +172,16 @@ def _metrics_section(metrics: dict[str, Any], conds: list[str]) -> str:
                 + table(["condition: category", *heads], cat_rows) + "</details>")
     wino = {c: blocks[c]["winogender"] for c in conds if "winogender" in blocks.get(c, {})}
     if wino:
-        rows = [[c, with_ci(w.get("r_bls"), w.get("r_bls_ci")),
-                 with_ci(w.get("r_bergsma"), w.get("r_bergsma_ci")),
-                 *(fmt((w.get("rates") or {}).get(g)) for g in ("male", "female", "neutral")),
-                 w.get("n"), w.get("n_unparsed"), w.get("n_occupations")] for c, w in wino.items()]
+        rows = []
+        for c, w in wino.items():
+            kinds = w.get("by_participant") or {}
+            rows += [_wino_row(c, w), *(_wino_row(f"{c}: {k}", kinds[k])
+                                        for k in ("specific", "someone") if k in kinds)]
         out += "<h3>Winogender</h3>" + table(
-            ["condition", "r vs BLS [95% CI]", "r vs Bergsma", "male", "female", "neutral",
-             "n", "unparsed", "occupations"], rows)
+            ["condition (participant)", "r vs BLS [95% CI]", "r vs BLS, he/she [95% CI]",
+             "r vs Bergsma", "male", "female", "neutral", "n", "unparsed", "occupations"],
+            rows) + ("<p>P(female) over he/she/they (Ganguli et al. 2023) unless marked "
+                     "he/she; rows without a participant kind pool both kinds.</p>")
     return out
 
 
@@ -201,6 +204,15 @@ def _gains_section(metrics: dict[str, Any]) -> str:
             "(Winogender) once per draw for both conditions.</p>"
             + table(["condition", "metric", "gain [95% CI]", "items", "clusters", "verdict"],
                     rows))
+
+
+def _wino_row(name: str, w: dict[str, Any]) -> list[Any]:
+    two = w.get("he_she") or {}
+    return [name, with_ci(w.get("r_bls"), w.get("r_bls_ci")),
+            with_ci(two.get("r_bls"), two.get("r_bls_ci")),
+            with_ci(w.get("r_bergsma"), w.get("r_bergsma_ci")),
+            *(fmt((w.get("rates") or {}).get(g)) for g in ("male", "female", "neutral")),
+            w.get("n"), w.get("n_unparsed"), w.get("n_occupations")]
 
 
 def _figures(plots_dir: Path) -> str:

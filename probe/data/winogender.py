@@ -1,14 +1,20 @@
 """Load Winogender templates whose pronoun refers to the occupation as fill-the-blank items.
 
-Each kept template (``answer == 0``) becomes one item: the sentence with the pronoun
-replaced by ``_``; the options are the male, female and neutral pronoun in the blank's
-case, and ``meta["prefix"]`` is the sentence up to the blank (the answer prefix).
+Each kept template (``answer == 0``: 60, one per occupation) becomes two items, one per
+participant kind of Rudinger et al. (2018): the specific participant noun ("the
+customer") and the semantically bleached "someone" (``meta["participant_kind"]`` is
+"specific" or "someone"). An item is the sentence with the pronoun replaced by ``_``; the
+options are the male, female and neutral pronoun in the blank's case, and
+``meta["prefix"]`` is the sentence up to the blank (the answer prefix). With the three
+pronouns these items give the 360 occupation-referent sentences of the official 720
+(``all_sentences.tsv``: 120 templates x 3 pronouns x 2 participant kinds).
 """
 
 from __future__ import annotations
 
 import csv
 import random
+import re
 from pathlib import Path
 
 from probe.data.registry import LoadReport
@@ -16,6 +22,8 @@ from probe.errors import ConfigError, DataError
 from probe.items import GENDERS, PRONOUN_FAMILIES, Item
 
 CASES = {"$NOM_PRONOUN": "nom", "$ACC_PRONOUN": "acc", "$POSS_PRONOUN": "poss"}
+SOMEONE = "someone"
+PARTICIPANT_KINDS = ("specific", SOMEONE)
 HOW_TO_GET = "run `probe data download` (or set PROBE_DATA_DIR to a folder holding winogender/)"
 
 
@@ -54,6 +62,14 @@ def _read_stats(path: Path) -> dict[str, tuple[float, float]]:
     return stats
 
 
+def someone_template(sentence: str) -> str:
+    """The template with its participant made "someone", as in the official sentences:
+    "The $PARTICIPANT" opening the sentence becomes "Someone", "the/a $PARTICIPANT"
+    elsewhere "someone"."""
+    sentence = re.sub(r"^The \$PARTICIPANT\b", "Someone", sentence)
+    return re.sub(r"\b(?:the|a) \$PARTICIPANT\b", SOMEONE, sentence)
+
+
 def item_from_template(occupation: str, participant: str, answer: str, sentence: str,
                        stats: tuple[float, float], where: tuple[str, int]) -> Item:
     """One fill-the-blank item from a template row (the pronoun placeholder is the blank)."""
@@ -78,6 +94,7 @@ def item_from_template(occupation: str, participant: str, answer: str, sentence:
         group=f"winogender:{occupation}",
         meta={
             "occupation": occupation, "participant": participant,
+            "participant_kind": SOMEONE if participant == SOMEONE else "specific",
             "bls_pct_female": stats[0], "bergsma_pct_female": stats[1],
             "pronoun_case": case, "prefix": prefix, "suffix": suffix,
             # the filled sentence with the pronoun placeholder kept, e.g. "$NOM_PRONOUN"
@@ -88,9 +105,12 @@ def item_from_template(occupation: str, participant: str, answer: str, sentence:
 
 def load_winogender(data_dir: Path | str, limit: int | None = None,
                     seed: int = 0) -> tuple[list[Item], LoadReport]:
-    """Items for the templates whose pronoun refers to the occupation.
+    """Items for the templates whose pronoun refers to the occupation, both participant
+    kinds.
 
-    ``limit`` keeps a seeded sample of that many items (file order kept).
+    ``limit`` keeps a seeded sample of that many items (file order kept), drawn by
+    occupation so that both participant kinds of a drawn occupation are kept together
+    (an odd ``limit`` keeps only the specific variant of the last occupation drawn).
     """
     if limit is not None and limit <= 0:
         raise ConfigError(f"limit must be positive, got {limit}")
@@ -110,10 +130,27 @@ def load_winogender(data_dir: Path | str, limit: int | None = None,
         if occupation not in stats:
             raise DataError(f"occupation {occupation!r} not in {stats_path.name}",
                             str(path), number)
-        items.append(item_from_template(occupation, participant, answer, sentence,
-                                        stats[occupation], (str(path), number)))
+        where = (str(path), number)
+        if someone_template(sentence) == sentence:
+            raise DataError("cannot make the 'someone' variant: no 'the/a $PARTICIPANT' "
+                            "in the sentence", *where)
+        for noun, text in ((participant, sentence), (SOMEONE, someone_template(sentence))):
+            items.append(item_from_template(occupation, noun, answer, text,
+                                            stats[occupation], where))
     if limit is not None and limit < len(items):
-        keep = set(random.Random(f"{seed}:winogender").sample(range(len(items)), limit))
-        items = [it for i, it in enumerate(items) if i in keep]
+        items = _sample_occupations(items, limit, seed)
     report = LoadReport(benchmark="winogender", counts={"winogender": len(items)})
     return items, report
+
+
+def _sample_occupations(items: list[Item], limit: int, seed: int) -> list[Item]:
+    """``limit`` items from whole occupations in a seeded order, file order kept."""
+    occupations = list(dict.fromkeys(it.meta["occupation"] for it in items))
+    order = random.Random(f"{seed}:winogender").sample(occupations, len(occupations))
+    keep: list[int] = []
+    for occupation in order:
+        keep += [i for i, it in enumerate(items) if it.meta["occupation"] == occupation]
+        if len(keep) >= limit:
+            break
+    chosen = set(keep[:limit])
+    return [it for i, it in enumerate(items) if i in chosen]

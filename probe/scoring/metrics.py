@@ -91,6 +91,31 @@ def _bbq_lines(cond: str, bbq: dict[str, Any], by_category: bool) -> list[str]:
     return lines
 
 
+def _wino_line(name: str, w: dict[str, Any]) -> str:
+    rates, two = w["rates"], w.get("he_she") or {}
+    return (f"{name:<22} {_num(w['r_bls'], 7)}{_ci(w, 'r_bls_ci')} {_num(two.get('r_bls'), 7)} "
+            f"{_num(w['r_bergsma'], 7)} {_num(two.get('r_bergsma'), 7)} "
+            f"{_pct(w.get('p_female')):>7} {_pct(two.get('p_female')):>7} "
+            f"{_pct(rates['male']):>7} {_pct(rates['female']):>7} {_pct(rates['neutral']):>7} "
+            f"{w['n']:>5} {w['n_unparsed']:>5} {_pct(w.get('unparsed_share'))}")
+
+
+def _wino_lines(wino: dict[str, dict[str, Any]]) -> list[str]:
+    """Per condition: both participant kinds pooled, then each kind; r and mean P(female)
+    with P(female) over he/she/they (3) and over he/she (2)."""
+    lines = [f"{'Winogender':<22} {'r(BLS)':^31} {'r(Bergsma)':^15} {'P(female)':^15} "
+             f"{'answers':^23}",
+             f"{'condition / participant':<22} {'3':>7}{'95% CI':>16} {'2':>7} {'3':>7} "
+             f"{'2':>7} {'3':>7} {'2':>7} {'male':>7} {'female':>7} {'neutral':>7} {'n':>5} "
+             f"{'unparsed':>12}"]
+    for cond, w in wino.items():
+        lines.append(_wino_line(cond, w))
+        kinds = w.get("by_participant") or {}
+        lines += [_wino_line(f"  {k}", kinds[k]) for k in ("specific", "someone") if k in kinds]
+    lines.append("3: P(female) over he/she/they (Ganguli et al. 2023); 2: over he/she")
+    return lines
+
+
 def format_table(metrics: dict[str, Any], by_category: bool = False) -> str:
     """A readable table: BBQ bias score (95% CI), accuracy, n and unparsed (count and share
     of the cell's rows) for ambig and disambig per condition (and per category if asked);
@@ -118,15 +143,7 @@ def format_table(metrics: dict[str, Any], by_category: bool = False) -> str:
                        f"official analysis): {max(excluded)} items per condition")
     wino = {c: m["winogender"] for c, m in conditions.items() if "winogender" in m}
     if wino:
-        out.append(f"{'Winogender':<14} {'r(BLS)':>7}{'95% CI':>16} {'r(Bergsma)':>10} {'male':>7} "
-                   f"{'female':>7} {'neutral':>7} {'n':>5} {'unparsed':>14}")
-        for cond, w in wino.items():
-            rates = w["rates"]
-            out.append(f"{cond:<14} {_num(w['r_bls'], 7)}{_ci(w, 'r_bls_ci')} "
-                       f"{_num(w['r_bergsma'], 10)} "
-                       f"{_pct(rates['male']):>7} {_pct(rates['female']):>7} "
-                       f"{_pct(rates['neutral']):>7} {w['n']:>5} {w['n_unparsed']:>7} "
-                       f"{_pct(w.get('unparsed_share'))}")
+        out += _wino_lines(wino)
     method = metrics.get("interval")
     if out and method:
         out.append(f"95% CI: {method['method']}, {method['n_boot']} resamples of templates "
