@@ -182,6 +182,19 @@ def builtin_names() -> list[str]:
             if c.build.__module__.startswith("probe.") and c.build.__module__ not in _USER_MODULES]
 
 
+def conditions_used(names: list[str], record: dict[str, Any] | None) -> dict[str, Any]:
+    """run.json's account of each condition a run asks: its metadata and where it came
+    from (built in, the conditions file, or registered in Python, whose code is not kept)."""
+    from probe.conditions import get_condition
+
+    builtin, in_file = set(builtin_names()), {c["name"] for c in (record or {}).get(
+        "conditions", [])}
+    return {name: {**describe_meta(get_condition(name)),
+                   "origin": "probe" if name in builtin else RECORD_KEY if name in in_file
+                   else "registered in Python (code not recorded)"}
+            for name in names}
+
+
 def _metadata_only(meta: dict[str, Any], path: str) -> Condition:
     name = str(meta["name"])
 

@@ -43,7 +43,11 @@ def merge_runs(shard_dirs: Sequence[str | Path], out: str | Path) -> RunFolder:
     shards = _open_shards(shard_dirs)
     cfg = RunConfig.from_dict({**shards[0].config, "shard": None})
     items, reports = load_items(cfg)
-    units = plan_units(items, resolve_conditions(cfg))
+    from probe.condition_files import RECORD_KEY, register_record
+
+    record = shards[0].provenance.get(RECORD_KEY)
+    from_file = register_record(record, str(shards[0].run_json)) if record else []
+    units = plan_units(items, resolve_conditions(cfg, from_file))
     rows = _collect_rows(shards, {u.key for u in units})
     folder = _create(Path(out), cfg, shards)
     atomic_write_text(folder.generations, "".join(dumps(r, indent=None) + "\n" for r in rows))

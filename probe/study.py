@@ -59,15 +59,20 @@ def load_items(cfg: RunConfig) -> tuple[list[Item], list[LoadReport]]:
     return items, reports
 
 
-def resolve_conditions(cfg: RunConfig) -> list[str]:
-    """The configured conditions (validated), or every one that applies to the benchmarks."""
+def resolve_conditions(cfg: RunConfig, from_file: list[str] | None = None) -> list[str]:
+    """The configured conditions (validated), or every one that applies to the benchmarks:
+    the built-in ones and those of the run's conditions file (``from_file``), never others
+    that happen to be registered in this process (a notebook may hold another run's)."""
     if cfg.conditions:
         for name in cfg.conditions:
             get_condition(name)
         return list(cfg.conditions)
+    from probe.condition_files import builtin_names
+
+    allowed = {*builtin_names(), *(from_file or [])}
     names: list[str] = []
     for bench in cfg.benchmarks:
-        names += [n for n in conditions_for(bench) if n not in names]
+        names += [n for n in conditions_for(bench) if n in allowed and n not in names]
     return names
 
 
@@ -111,12 +116,12 @@ def _done_batches(folder: RunFolder, batches: list[list[Unit]],
 def run_study(cfg: RunConfig, out: Path, loaded: LoadedModel | None = None) -> StudyResult:
     """Run (or resume) the study described by ``cfg`` into the folder ``out``."""
     cfg.validate()
+    from probe.condition_files import RECORD_KEY, conditions_used, load_conditions_file
+
     record = None
     if cfg.conditions_file is not None:
-        from probe.condition_files import RECORD_KEY, load_conditions_file
-
         record = load_conditions_file(cfg.conditions_file)
-    conditions = resolve_conditions(cfg)
+    conditions = resolve_conditions(cfg, [c["name"] for c in (record or {}).get("conditions", [])])
     items, reports = load_items(cfg)
     # A shard may hold no items when there are more shards than items: it finishes empty.
     if not items and cfg.shard is None:
@@ -130,6 +135,7 @@ def run_study(cfg: RunConfig, out: Path, loaded: LoadedModel | None = None) -> S
     facts["model"] = model_facts(loaded)
     if record is not None:
         facts[RECORD_KEY] = record
+    facts["conditions"] = conditions_used(conditions, record)
     folder = RunFolder.create_or_resume(out, cfg.to_dict(), facts)
     # A resumed run starts at the size that fitted before instead of failing again first.
     start = min(cfg.batch_size, folder.fitting_batch_size(loaded.device) or cfg.batch_size)

@@ -198,3 +198,33 @@ def test_altered_record_is_refused(tmp_path: Path, tiny) -> None:
     (run / "run.json").write_text(json.dumps(info))
     with pytest.raises(DataError, match="altered"):
         register_run_conditions(run)
+
+
+def test_default_conditions_are_built_in_and_the_files_only(tmp_path: Path, tiny) -> None:
+    """A condition registered earlier in the same process (a notebook) is not silently
+    added to a run that did not ask for it; the file's conditions are; run.json says where
+    each condition came from."""
+    from probe.conditions import Condition, PromptPlan, Turn, register_condition
+
+    register_condition(Condition("leftover", "", "", ("bbq",),
+                                 lambda item: PromptPlan((Turn("x"),))))
+    user = _file(tmp_path, "c.yaml", YAML)
+    run = _run(tmp_path, tiny, user, [], limit=1)
+    conds = {json.loads(x)["condition"] for x in (run / "generations.jsonl").open()}
+    assert "leftover" not in conds and {"be-fair", "think-first", "baseline"} <= conds
+    origins = json.loads((run / "run.json").read_text())["provenance"]["conditions"]
+    assert origins["be-fair"]["origin"] == "conditions_file"
+    assert origins["baseline"]["origin"] == "probe"
+    assert set(origins) == conds
+
+
+def test_shards_with_a_conditions_file_merge(tmp_path: Path, tiny) -> None:
+    from probe.merge import merge_runs
+
+    user = _file(tmp_path, "c.yaml", YAML)
+    whole = _run(tmp_path, tiny, user, ["baseline", "be-fair"], out="whole")
+    shards = [_run(tmp_path, tiny, user, ["baseline", "be-fair"], out=f"s{i}", shard=f"{i}/2")
+              for i in range(2)]
+    del CONDITIONS["be-fair"], CONDITIONS["think-first"]  # a later session, file unknown
+    merged = merge_runs(shards, tmp_path / "merged")
+    assert (merged.path / "metrics.json").read_bytes() == (whole / "metrics.json").read_bytes()
