@@ -123,6 +123,17 @@ def test_api_run_study_writes_what_the_cli_writes(tmp_path: Path, data_dir: Path
     assert cli_cfg == {**run.config.to_dict(), "data_dir": cli_cfg["data_dir"]}
 
 
+def test_analysis_functions_return_what_they_write(api_run, tiny) -> None:
+    run = probe.open_run(api_run.path)
+    steered = probe.steer(run, "instruct-1", layers=[1], alphas=[0.0, 4.0], limit=1,
+                          loaded=tiny)
+    assert steered == run.result("steering")
+    assert steered["meta"]["n_items"] == 2  # one item per category, two categories
+    lensed = probe.lens(api_run.path, ["instruct-1"], limit=1, loaded=tiny)
+    assert lensed == run.result("lens") and list(lensed["conditions"]) == ["baseline",
+                                                                           "instruct-1"]
+
+
 def test_unknown_option_is_one_line(tmp_path: Path) -> None:
     from probe.errors import ConfigError
 

@@ -35,10 +35,11 @@ def test_internal_analysis_end_to_end(real_model, data_dir, tmp_path):
     assert "instruct-3" in out
     assert sum(1 for _ in (run / "generations.jsonl").open()) == 42 * 3
     _ok(["probes", str(run)])
-    _ok(["patch", str(run), "--instruction", "instruct-3", "--limit", "3"])
+    # --limit is items per category (7 categories here), as for `probe run`.
+    _ok(["patch", str(run), "--instruction", "instruct-3", "--limit", "1"])
     _ok(["steer", str(run), "--instruction", "instruct-3", "--layers", "15",
-         "--alphas", "-4,0,4", "--limit", "6"])
-    _ok(["lens", str(run), "--limit", "4"])
+         "--alphas", "-4,0,4", "--limit", "1"])
+    _ok(["lens", str(run), "--limit", "1"])
     _ok(["report", str(run)])
     plots = {p.name for p in (run / "plots").glob("*.png")}
     assert not EXPECTED_PLOTS - plots, EXPECTED_PLOTS - plots
