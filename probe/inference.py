@@ -22,6 +22,7 @@ from probe.attention import (
     sdpa_active,
     sdpa_attention,
 )
+from probe.continuation import option_token_ids
 from probe.errors import ConfigError, UnknownNameError
 from probe.hooks import Capture, HookFn, hooked
 from probe.models import LoadedModel
@@ -114,11 +115,23 @@ class Engine:
         """Tokenize prompts that already carry their special tokens; pad on the left."""
         enc = self.tokenizer(list(texts), add_special_tokens=False, padding=True,
                              return_tensors="pt")
-        mask = enc.attention_mask.to(self.loaded.device)
+        return self._batch(enc.input_ids, enc.attention_mask)
+
+    def encode_ids(self, rows: Sequence[Sequence[int]]) -> Batch:
+        """Left-pad token id lists into a batch (as :meth:`encode` pads tokenized text)."""
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for b, row in enumerate(rows):
+            ids[b, width - len(row):] = torch.tensor(list(row), dtype=torch.long)
+            mask[b, width - len(row):] = 1
+        return self._batch(ids, mask)
+
+    def _batch(self, ids: torch.Tensor, mask: torch.Tensor) -> Batch:
+        mask = mask.to(self.loaded.device)
         # Positions count real tokens only, as HF generate does for left padding.
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        return Batch(enc.input_ids.to(self.loaded.device), mask, positions,
-                     mask.sum(-1).tolist())
+        return Batch(ids.to(self.loaded.device), mask, positions, mask.sum(-1).tolist())
 
     def n_tokens(self, text: str) -> int:
         """Number of tokens of a prompt text."""
@@ -183,15 +196,19 @@ class Engine:
                               hooks: Sequence[tuple[str, HookFn]] = ()) -> list[list[float]]:
         """Mean log-prob per token of each option continuing its prompt, in one forward pass.
 
-        Prompt and option tails are packed into one row per prompt with a block attention
-        mask (see :mod:`probe.packing`). ``capture`` reads each row's prompt columns;
-        ``hooks`` see the whole packed rows (prompt, then option tails).
+        ``texts[b] + options[b][k]`` is tokenized as one string and the option's tokens are
+        its tail (:func:`probe.continuation.option_token_ids`), so they are the tokens the
+        model would read in the joined text. Prompt and option tails are packed into one
+        row per prompt with a block attention mask (see :mod:`probe.packing`). ``capture``
+        reads each row's prompt columns; ``hooks`` see the whole packed rows.
         """
         n_opt = len(options[0])
         if any(len(o) != n_opt for o in options):
             raise ValueError("every prompt in a batch needs the same number of options")
-        conts = [[self._continuation_ids(o) for o in opts] for opts in options]
-        batch = self.encode(texts)
+        split = [option_token_ids(self.tokenizer, t, o) for t, o in zip(texts, options,
+                                                                           strict=True)]
+        conts = [tails for _, tails in split]
+        batch = self.encode_ids([prompt for prompt, _ in split])
         packed = pack_options(batch.input_ids, batch.attention_mask, conts,
                               self.tokenizer.pad_token_id)
         width = packed.input_ids.shape[1]
@@ -207,19 +224,12 @@ class Engine:
                                dtype=torch.float64)
         return (sums / lengths).tolist()
 
-    def _continuation_ids(self, text: str) -> list[int]:
-        ids = self.tokenizer(text, add_special_tokens=False).input_ids
-        if not ids:
-            raise ValueError(f"option {text!r} tokenizes to nothing")
-        return list(ids)
-
     @torch.inference_mode()
     def option_logprobs_reference(self, text: str, options: Sequence[str]) -> list[float]:
         """The slow, obviously-correct path: each prompt+option in its own full forward."""
-        prompt_ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        prompt_ids, conts = option_token_ids(self.tokenizer, text, options)
         scores = []
-        for option in options:
-            cont = self._continuation_ids(option)
+        for cont in conts:
             ids = torch.tensor([prompt_ids + cont], device=self.loaded.device)
             logits = self.model(input_ids=ids).logits[0].float()
             logprobs = torch.log_softmax(logits, dim=-1)

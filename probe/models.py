@@ -103,6 +103,11 @@ def embedded_gguf(name: str) -> Path:
     return path
 
 
+def embedded_dir(name: str = DEFAULT_MODEL) -> Path:
+    """The folder holding an embedded model converted to safetensors, with its tokenizer."""
+    return _converted_dir(name, embedded_gguf(name))
+
+
 def _converted_dir(name: str, gguf: Path) -> Path:
     """Dequantise a GGUF once into safetensors; return the folder with model + tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -219,8 +224,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "flo
 
         loaded = tiny_model(device=device)
     elif name in EMBEDDED:
-        folder = _converted_dir(name, embedded_gguf(name))
-        model, tokenizer = _hf_load(str(folder), torch_dtype, False)
+        model, tokenizer = _hf_load(str(embedded_dir(name)), torch_dtype, False)
         loaded = bridge_from_hf(EMBEDDED[name]["hf_name"], model, tokenizer, device, dtype,
                                 source=str(embedded_gguf(name)))
     elif Path(name).is_dir() or _looks_like_hub_id(name):

@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from probe.conditions import get_condition
+from probe.conditions import Turn, get_condition
 from probe.config import RunConfig
+from probe.continuation import join_answer, prompt_stem
 from probe.counterbalance import META_KEY, aggregate, cyclic_orders, shown
 from probe.hooks import Capture
 from probe.inference import Engine, is_oom
 from probe.items import GenerationRow, Item, row_for
-from probe.prompts import render
-from probe.scoring_modes import mode_prefix, option_texts, pred_from_scores, pred_from_text
+from probe.prompts import SYSTEM_DEFAULT, render
+from probe.scoring_modes import (
+    answer_texts,
+    mode_prefix,
+    option_texts,
+    pred_from_scores,
+    pred_from_text,
+)
 
 
 @dataclass(frozen=True)
@@ -76,14 +84,24 @@ def _histories(engine: Engine, asked: list[tuple[str, Item]],
     n_turns = max(len(p.turns) for p in plans)
     for t in range(n_turns - 1):
         idx = [i for i, p in enumerate(plans) if len(p.turns) - 1 > t]
-        texts = [render(engine.tokenizer, engine.loaded.chat, histories[i],
-                        plans[i].turns[t].user, plans[i].turns[t].assistant_prefix,
-                        cfg.system_prompt) for i in idx]
+        texts = [prompt_stem(render(engine.tokenizer, engine.loaded.chat, histories[i],
+                                    plans[i].turns[t].user, plans[i].turns[t].assistant_prefix,
+                                    cfg.system_prompt)) for i in idx]
         outs = engine.generate_batch(texts, cfg.reasoning_tokens) if texts else []
         for i, out in zip(idx, outs, strict=True):
             turn = plans[i].turns[t]
-            histories[i].append((turn.user, (turn.assistant_prefix + " " + out).strip()))
+            histories[i].append((turn.user, join_answer(turn.assistant_prefix, out)))
     return histories
+
+
+def final_prompt(tokenizer: Any, chat: bool, item: Item, final: Turn,
+                 history: list[tuple[str, str]], mode: str, system: str = SYSTEM_DEFAULT
+                 ) -> tuple[str, list[str]]:
+    """The scored turn's prompt as fed to the model and each option's continuation of it:
+    prompt + continuation is the natural answer text (see :mod:`probe.continuation`)."""
+    rendered = render(tokenizer, chat, history, final.user,
+                      final.assistant_prefix + mode_prefix(item, mode), system)
+    return prompt_stem(rendered), option_texts(item, mode, rendered)
 
 
 @dataclass(frozen=True)
@@ -122,13 +140,14 @@ def run_batch(engine: Engine, units: list[Unit], cfg: RunConfig,
                                    for j in idx], cfg)
         for j, history in zip(idx, done, strict=True):
             histories[j] = history
-    finals, prefixes, turns = [], [], []
+    finals, options, turns = [], [], []
     for view, history in zip(views, histories, strict=True):
         final = get_condition(units[view.unit].condition).build(view.item).final
         turns.append([final.user, final.assistant_prefix])
-        prefixes.append(final.assistant_prefix + mode_prefix(view.item, cfg.mode))
-        finals.append(render(engine.tokenizer, engine.loaded.chat, history, final.user,
-                             prefixes[-1], cfg.system_prompt))
+        prompt, conts = final_prompt(engine.tokenizer, engine.loaded.chat, view.item, final,
+                                     history, cfg.mode, cfg.system_prompt)
+        finals.append(prompt)
+        options.append(conts)
     lengths = [engine.n_tokens(t) for t in finals]
     budget = engine.loaded.n_ctx - (cfg.max_new_tokens if cfg.mode == "generate" else 8)
     fits = [True] * len(units)
@@ -147,8 +166,8 @@ def run_batch(engine: Engine, units: list[Unit], cfg: RunConfig,
     acts: dict[str, torch.Tensor] = {}
     for key, group in groups.items():
         cap = capture if key is None else None
-        outs, scs = _score(engine, [views[j].item for j in group], [finals[j] for j in group],
-                           [prefixes[j] for j in group], cfg, cap)
+        outs, scs = _score(engine, [finals[j] for j in group], [options[j] for j in group],
+                           cfg, cap)
         outputs.update(zip(group, outs, strict=True))
         scores.update(zip(group, scs or [], strict=False))
         if cap is not None and group:
@@ -177,24 +196,22 @@ def run_batch(engine: Engine, units: list[Unit], cfg: RunConfig,
                 "orders": [list(views[j].order) for j in mine],
                 "scores": [scores[j] for j in mine], "picks": agg.picks,
                 "histories": [histories[j] for j in mine]}
-            output = option_texts(unit.item, cfg.mode, prefixes[j0])[agg.pred]
+            output = answer_texts(unit.item, cfg.mode)[agg.pred]
             rows.append(row_for(unit.item, unit.condition, cfg.mode, finals[j0], output,
                                 agg.pred, option_scores=agg.option_scores, **extra))
     return rows, acts
 
 
-def _score(engine: Engine, items: list[Item], texts: list[str], prefixes: list[str],
-           cfg: RunConfig, capture: Capture | None
-           ) -> tuple[list[str], list[list[float]] | None]:
-    if not items:
+def _score(engine: Engine, texts: list[str], options: list[list[str]], cfg: RunConfig,
+           capture: Capture | None) -> tuple[list[str], list[list[float]] | None]:
+    if not texts:
         return [], None
     if capture is not None:
         capture.reset()
     if cfg.mode == "generate":
         return engine.generate_batch(texts, cfg.max_new_tokens, capture=capture), None
-    options = [option_texts(it, cfg.mode, p) for it, p in zip(items, prefixes, strict=True)]
     scores = engine.option_logprobs_batch(texts, options, capture=capture)
-    outputs = [opts[max(range(len(s)), key=lambda k: s[k])] for opts, s in
+    outputs = [opts[max(range(len(s)), key=lambda k: s[k])].strip() for opts, s in
                zip(options, scores, strict=True)]
     return outputs, scores
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from probe.continuation import continuation, prompt_stem
 from probe.errors import ConfigError
 
 SYSTEM_DEFAULT, SYSTEM_NONE = "default", "none"
@@ -29,10 +30,9 @@ def render(tokenizer: Any, chat: bool, history: list[tuple[str, str]], user: str
             messages += [{"role": "user", "content": question},
                          {"role": "assistant", "content": answer}]
         messages.append({"role": "user", "content": user})
-        return _chat_text(tokenizer, messages, system) + assistant_prefix
+        return _begin_answer(_chat_text(tokenizer, messages, system), assistant_prefix)
     parts = [f"Human: {q}\n\nAssistant: {a}" for q, a in history]
-    parts.append(f"Human: {user}\n\nAssistant:" + (f" {assistant_prefix}" if assistant_prefix
-                                                   else ""))
+    parts.append(_begin_answer(f"Human: {user}\n\nAssistant:", assistant_prefix))
     preamble = "" if system in (SYSTEM_DEFAULT, SYSTEM_NONE) else f"{system}\n\n"
     return _bos_text(tokenizer) + preamble + "\n\n".join(parts)
 
@@ -80,6 +80,14 @@ def _without_system_block(marked: str, first_user: str) -> str:
                       "chat template; pass an explicit text instead")
 
 
+def _begin_answer(prompt: str, assistant_prefix: str) -> str:
+    """The prompt with the assistant's answer begun, joined as the template joins an answer
+    ("Assistant: The", "[/INST] The", "assistant\nThe": see :mod:`probe.continuation`)."""
+    if not assistant_prefix:
+        return prompt
+    return prompt_stem(prompt) + continuation(prompt, assistant_prefix)
+
+
 def _bos_text(tokenizer: Any) -> str:
     """The BOS token as text if this tokenizer would normally prepend it, else ''."""
     bos_id = getattr(tokenizer, "bos_token_id", None)
@@ -88,9 +96,3 @@ def _bos_text(tokenizer: Any) -> str:
     ids = tokenizer("x", add_special_tokens=True).input_ids
     return str(tokenizer.bos_token) if ids and ids[0] == bos_id else ""
 
-
-def continuation_text(option: str, assistant_prefix: str) -> str:
-    """How an option continues the prompt: after a sentence prefix it needs a space."""
-    if assistant_prefix and not assistant_prefix.endswith((" ", "\n")):
-        return " " + option
-    return option

@@ -31,7 +31,11 @@ from probe.io import (
     to_jsonable,
 )
 
-SCHEMA_VERSION = 1
+# What a run folder's rows mean. 2: an option's tokens are the tail of prompt + option
+# tokenized as one natural string (version 1 scored Winogender pronouns after a lone " "
+# token, and joined base models' "Assistant:" to options without a space), so rows written
+# under 1 are neither resumed nor re-scored.
+SCHEMA_VERSION = 2
 
 # Config keys that may change between a run and its resume because they do not change
 # results. Matched against the full dotted key ("model.device") or its last part.

@@ -6,8 +6,8 @@ Kept apart from the engine so that a new mode or benchmark needs no change to ba
 from __future__ import annotations
 
 from probe.conditions import LETTERS
+from probe.continuation import continuation
 from probe.items import GENDERS, Item
-from probe.prompts import continuation_text
 
 # Appended to the condition's answer cue (Ganguli et al.'s "The answer is" for BBQ).
 LETTER_PREFIX = " ("
@@ -19,11 +19,17 @@ def mode_prefix(item: Item, mode: str) -> str:
     return LETTER_PREFIX if mode == "letter" and item.benchmark == "bbq" else ""
 
 
-def option_texts(item: Item, mode: str, assistant_prefix: str) -> list[str]:
-    """The continuations whose likelihood is compared in the likelihood modes."""
+def answer_texts(item: Item, mode: str) -> list[str]:
+    """Each option as the scored answer writes it: a letter in BBQ letter mode, else its text."""
     if item.benchmark == "bbq" and mode == "letter":
         return list(LETTERS[: len(item.options)])
-    return [continuation_text(o, assistant_prefix) for o in item.options]
+    return list(item.options)
+
+
+def option_texts(item: Item, mode: str, prompt: str) -> list[str]:
+    """The continuations of ``prompt`` whose likelihood is compared in the likelihood modes
+    (joined as :mod:`probe.continuation` says: they follow ``prompt_stem(prompt)``)."""
+    return [continuation(prompt, a) for a in answer_texts(item, mode)]
 
 
 def pred_from_scores(item: Item, scores: list[float]) -> int | str:

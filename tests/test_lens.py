@@ -36,9 +36,9 @@ def test_last_layer_is_the_real_output() -> None:
 def test_letters_must_be_single_tokens() -> None:
     from probe.errors import ConfigError
 
-    class Splitting:
+    class Splitting:  # two tokens per character
         def __call__(self, text: str, add_special_tokens: bool = False) -> object:
-            return type("Enc", (), {"input_ids": [1, 2]})()
+            return type("Enc", (), {"input_ids": [i for c in text for i in (ord(c), 0)]})()
 
     with pytest.raises(ConfigError, match="single tokens"):
         ans.letter_token_ids(Splitting())

@@ -23,6 +23,7 @@ import numpy as np
 
 from probe.conditions import LETTERS, get_condition
 from probe.config import RunConfig
+from probe.continuation import option_token_ids, prompt_stem
 from probe.errors import ConfigError, DataError
 from probe.items import Item
 from probe.models import LoadedModel, load_model
@@ -117,15 +118,16 @@ def answer_pair(row: dict[str, Any]) -> tuple[int, int] | None:
 
 
 def letter_token_ids(tokenizer: Any, n_options: int = 3) -> list[int]:
-    """Token id of each option letter, tokenized as the letter mode scores it."""
-    ids = []
-    for letter in LETTERS[:n_options]:
-        tokens = tokenizer(letter, add_special_tokens=False).input_ids
-        if len(tokens) != 1:
-            raise ConfigError(f"option letter {letter!r} is {len(tokens)} tokens for this "
-                              f"tokenizer; the letter metric needs single tokens")
-        ids.append(int(tokens[0]))
-    return ids
+    """Token id of each option letter as it follows "The answer is (" (the tail of the
+    joint tokenization, as the letter mode scores it: see :mod:`probe.continuation`)."""
+    prompt_ids, tails = option_token_ids(tokenizer, LETTER_PREFIX, LETTERS[:n_options])
+    full = tokenizer(LETTER_PREFIX, add_special_tokens=False).input_ids
+    for letter, tail in zip(LETTERS, tails, strict=False):
+        if len(tail) != 1 or len(prompt_ids) != len(full):
+            raise ConfigError(f"option letter {letter!r} after {LETTER_PREFIX!r} is not one "
+                              f"token of its own for this tokenizer; the letter metric needs "
+                              f"single tokens")
+    return [int(tail[0]) for tail in tails]
 
 
 def final_prompt(loaded: LoadedModel, item: Item, condition: str,
@@ -155,7 +157,7 @@ def letter_prompt(loaded: LoadedModel, run: RunData, item: Item, condition: str)
     tok, chat = loaded.tokenizer, loaded.chat
     as_run = render(tok, chat, history, user,  # type: ignore[arg-type]
                     prefix + mode_prefix(item, run.config.mode), system)
-    if as_run != row["prompt"]:
+    if prompt_stem(as_run) != row["prompt"]:
         raise DataError(f"re-rendered prompt of {item.item_id} under {condition} differs from "
                         f"the run's (data or chat template changed?)", str(run.path))
     return render(tok, chat, history, user,  # type: ignore[arg-type]

@@ -79,6 +79,7 @@ class Prompts:
 def bench_prompts(loaded: LoadedModel, data_dir: str, n_items: int) -> Prompts:
     """``n_items`` BBQ items (spread over categories) under the baseline condition."""
     from probe.conditions import get_condition
+    from probe.continuation import prompt_stem
     from probe.data.bbq import CATEGORIES, load_bbq
     from probe.prompts import render
     from probe.scoring_modes import mode_prefix, option_texts
@@ -93,8 +94,9 @@ def bench_prompts(loaded: LoadedModel, data_dir: str, n_items: int) -> Prompts:
         for item in items:
             final = get_condition("baseline").build(item).final
             prefix = final.assistant_prefix + mode_prefix(item, mode)
-            texts.append(render(tok, loaded.chat, [], final.user, prefix))
-            options.append(option_texts(item, mode, prefix))
+            rendered = render(tok, loaded.chat, [], final.user, prefix)
+            texts.append(prompt_stem(rendered))
+            options.append(option_texts(item, mode, rendered))
         out[mode] = (texts, options)
     return Prompts(out["generate"][0], *out["letter"], *out["text"])
 
