@@ -79,6 +79,12 @@ def _natural(engine: Engine, history: list[Any], user: str, answer: str) -> list
     return list(tok(text, add_special_tokens=True).input_ids)
 
 
+def _join(start: str, answer: str) -> str:
+    """An answer written after its cue as a person writes it: "The answer is The grandson",
+    "The answer is (a", "...told the customer that he"."""
+    return start + answer if not start or start.endswith((" ", "(")) else f"{start} {answer}"
+
+
 def _answers(item: Item, mode: str) -> list[str]:
     return list(LETTERS[:3]) if mode == "letter" and item.benchmark == "bbq" else list(item.options)
 
@@ -118,12 +124,12 @@ def test_scored_tokens_are_the_natural_texts_tokens(engine, monkeypatch, mode, c
         for item, fed in zip(ITEMS, first, strict=True):
             turn = get_condition(condition).build(item).turns[0]
             for answer in item.options:
-                natural = _natural(engine, [], turn.user, turn.assistant_prefix + answer)
+                natural = _natural(engine, [], turn.user, _join(turn.assistant_prefix, answer))
                 assert natural[:len(fed)] == fed and len(natural) > len(fed), item.item_id
     for b, (unit, row) in enumerate(zip(units, rows, strict=True)):
         final = get_condition(condition).build(unit.item).final
         start = final.assistant_prefix + mode_prefix(unit.item, mode)
-        naturals = [_natural(engine, row.meta["history"], final.user, start + answer)
+        naturals = [_natural(engine, row.meta["history"], final.user, _join(start, answer))
                     for answer in _answers(unit.item, mode)]
         if mode == "generate":
             fed = seen["generate"][-1][b]
