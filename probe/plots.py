@@ -33,14 +33,27 @@ def pyplot() -> Any:
     return plt
 
 
-def save_figure(fig: Any, path: str | Path) -> Path:
-    """Write a figure as PNG (making its folder), close it, and return the path."""
+def save_figure(fig: Any, path: str | Path, layout: bool = True) -> Path:
+    """Write a figure as PNG (making its folder), close it, and return the path; ``layout``
+    False keeps a layout the caller already made."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if layout:
+        fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
     pyplot().close(fig)
     return path
+
+
+def probability_axis(ax: Any, values: Sequence[float], axis: str = "y",
+                     decades: float = 2.0) -> bool:
+    """Put a probability axis on a log scale when its positive values span ``decades`` or
+    more (a linear axis would crush all but the largest to 0); True when it did."""
+    positive = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v) and v > 0]
+    if len(positive) < 2 or math.log10(max(positive) / min(positive)) < decades:
+        return False
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    return True
 
 
 def _num(value: Any) -> float:
@@ -94,7 +107,7 @@ def _context_panels(bbq: dict[str, dict[str, Any]], key: str, ylabel: str,
             ax.axhline(ref, color="grey", linewidth=0.8, linestyle="--")
         ax.set_xticks(range(len(conds)))
         ax.set_xticklabels([f"{c}\nn={cell['n']}" for c, cell in zip(conds, cells, strict=True)],
-                           rotation=30, ha="right", fontsize=8)
+                           rotation=30, ha="right", fontsize=9)
         ax.set_xlim(-0.5, len(conds) - 0.5)
         ax.set_title(CONTEXT_TITLES[ctx])
         ax.set_xlabel("condition")
@@ -135,7 +148,7 @@ def plot_bias_by_category(bbq: dict[str, dict[str, Any]], path: Path) -> Path:
         ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
         ax.set_title(cat.replace("_", " "), fontsize=9)
         ax.set_xticks(range(len(conds)))
-        ax.set_xticklabels(conds, rotation=45, ha="right", fontsize=7)
+        ax.set_xticklabels(conds, rotation=45, ha="right", fontsize=9)
         ax.set_xlim(-0.5, len(conds) - 0.5)
         ax.set_ylim(-1.05, 1.05)
     for ax in axes.ravel()[len(cats):]:
@@ -143,9 +156,11 @@ def plot_bias_by_category(bbq: dict[str, dict[str, Any]], path: Path) -> Path:
     for ax in axes[:, 0]:
         ax.set_ylabel("bias score")
     handles, labels = axes.ravel()[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower right", fontsize=8)
+    # Above the panels: at the bottom it would cover the last row's tick labels.
     fig.suptitle("BBQ bias score per category and condition (95% CI)")
-    return save_figure(fig, path)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
+    fig.legend(handles, labels, loc="upper right", fontsize=9, ncol=2)
+    return save_figure(fig, path, layout=False)
 
 
 def _stacked(keys: Sequence[str], shares: dict[str, dict[str, Any]], labels: dict[str, str],
@@ -166,7 +181,7 @@ def _stacked(keys: Sequence[str], shares: dict[str, dict[str, Any]], labels: dic
     if ref is not None:
         ax.axhline(ref, color="black", linewidth=0.8, linestyle="--")
     ax.set_xticks(range(len(conds)))
-    ax.set_xticklabels(conds, rotation=30, ha="right", fontsize=8)
+    ax.set_xticklabels(conds, rotation=30, ha="right", fontsize=9)
     ax.set_xlabel("condition")
     ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1.1)
@@ -210,9 +225,13 @@ def plot_winogender_scatter(wino: dict[str, dict[str, Any]], path: Path) -> Path
     ax.plot([0, 100], [0, 100], color="grey", linewidth=0.8, linestyle="--",
             label="P(female) = BLS share")
     ax.set_xlim(0, 100)
-    ax.set_ylim(-2, 102)
+    probs = [100 * _num(v.get("p_female")) for w in wino.values()
+             for v in w["by_occupation"].values()]
+    if not probability_axis(ax, probs):
+        ax.set_ylim(-2, 102)
     ax.set_xlabel("% women in occupation (BLS)")
-    ax.set_ylabel("P(female pronoun) x 100")
+    ax.set_ylabel("P(female pronoun) x 100" + (" (log scale)" if ax.get_yscale() == "log"
+                                                else ""))
     ax.set_title("Winogender: model's P(female) vs occupation statistics")
     ax.legend(fontsize=7, loc="upper left")
     return save_figure(fig, path)

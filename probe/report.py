@@ -1,27 +1,28 @@
-"""One self-contained HTML page per run: config, provenance, metrics, figures, analyses.
+"""One self-contained HTML page per run: the study's answers first, then the details.
 
-Images are embedded as base64 data URIs and there is no external CSS or JS, so the page can
-be mailed or archived alone. Every piece of text from the run goes through ``html.escape``.
-Analysis files (probes/patching/steering/lens) come from other stages whose formats evolve,
-so they are read defensively: known shapes get a dedicated table, anything else a compact
-table of its top-level numbers.
+Order: the summary (per benchmark, each condition's gain over the baseline with its paired
+interval, n and verdict; the negation effect; where inside the model the effect appears, or
+"no localisable effect"), then the run (stages, model, provenance), the metrics per
+condition, example prompts and outputs, the figures, and the analysis files in detail.
+Images are embedded as base64 data URIs and there is no external CSS and no script, so the
+page can be mailed or archived alone and reads in any browser. Every piece of text from the
+run is escaped (:func:`probe.report_html.esc`).
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import json
-import math
-from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
-from probe.analysis_summary import patching_summary, peak_effect, probe_best, read_analysis
 from probe.io import atomic_write_text
 from probe.plots import FIGURES, condition_order, run_metrics
+from probe.report_analyses import analyses_section
+from probe.report_details import examples_section, metrics_section, stage_rows
+from probe.report_html import details, esc, table
+from probe.report_summary import gains_summary
+from probe.report_where import where_summary
 from probe.runs import RunFolder
-from probe.scoring.gains import METRICS
 
 CAPTIONS: dict[str, str] = {
     "bbq_bias.png": "BBQ bias score per condition (pooled over categories), 95% "
@@ -41,178 +42,22 @@ CAPTIONS: dict[str, str] = {
                     "vs alpha per layer; dashed = random direction of the same norm.",
     "lens.png": "Logit lens: answer preference read out per layer.",
 }
-ANALYSES = ("probes", "directions", "patching", "steering", "lens")
-STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-         "table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}"
-         "td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}"
-         "th{background:#f2f2f2}td:first-child{text-align:left}"
-         "figure{margin:1em 0}img{max-width:100%}figcaption{font-size:13px;color:#555}")
-
-
-def esc(value: Any) -> str:
-    """Text for HTML, escaped."""
-    return html.escape(str(value))
-
-
-def fmt(value: Any, digits: int = 3) -> str:
-    """A number rounded for a table; None/NaN as "n/a"; other values as text."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    # Tiny effects (patching deltas on small models) would all read 0.000.
-    return f"{value:.2e}" if 0 < abs(value) < 10 ** -digits else f"{value:.{digits}f}"
-
-
-def with_ci(value: Any, ci: Sequence[Any] | None) -> str:
-    """"0.250 [-0.250, 0.750]", or the bare value when the interval is undefined."""
-    if not ci or len(ci) != 2 or any(v is None for v in ci):
-        return fmt(value)
-    return f"{fmt(value)} [{fmt(ci[0])}, {fmt(ci[1])}]"
-
-
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """An HTML table; every cell escaped."""
-    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _flat_cells(record: dict[str, Any], prefix: str = "", depth: int = 2) -> dict[str, Any]:
-    """A record's scalars, nested dicts flattened (a {"mean", "ci"} dict as one cell)."""
-    out: dict[str, Any] = {}
-    for key, value in record.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and "mean" in value:
-            out[name] = with_ci(value["mean"], value.get("ci"))
-        elif isinstance(value, dict) and depth > 0:
-            out.update(_flat_cells(value, f"{name}.", depth - 1))
-        elif value is None or isinstance(value, (int, float, str, bool)):
-            out[name] = fmt(value)
-    return out
-
-
-def record_lists(data: Any, path: str = "", depth: int = 3) -> list[tuple[str, list[dict]]]:
-    """Lists of dict records (per layer, per setting) anywhere near the top of ``data``."""
-    if isinstance(data, list) and data and all(isinstance(r, dict) for r in data):
-        return [(path, data)]
-    if not isinstance(data, dict) or depth == 0:
-        return []
-    return [found for key, value in data.items()
-            for found in record_lists(value, f"{path}.{key}" if path else str(key), depth - 1)]
-
-
-def records_html(data: Any, max_rows: int = 60, max_cols: int = 12) -> str:
-    """One table per record list found in ``data`` (files with no dedicated view)."""
-    parts = []
-    for path, records in record_lists(data):
-        rows = [_flat_cells(r) for r in records[:max_rows]]
-        cols = list(dict.fromkeys(k for r in rows for k in r))[:max_cols]
-        more = f" (first {max_rows} of {len(records)})" if len(records) > max_rows else ""
-        parts.append(f"<p><code>{esc(path)}</code>{esc(more)}</p>"
-                     + table(cols, [[r.get(c, "") for c in cols] for r in rows]))
-    return "".join(parts)
-
-
-def top_level_numbers(data: Any, limit: int = 40) -> list[tuple[str, str]]:
-    """Scalars up to two levels down, for files of unknown shape; lists summarised."""
-    rows: list[tuple[str, str]] = []
-    items = data.items() if isinstance(data, dict) else [("value", data)]
-    for key, value in items:
-        if isinstance(value, dict):
-            rows += [(f"{key}.{k}", fmt(v)) for k, v in value.items()
-                     if isinstance(v, (int, float, str, bool)) or v is None]
-        elif isinstance(value, list):
-            rows.append((str(key), f"list of {len(value)}"))
-        else:
-            rows.append((str(key), fmt(value)))
-    return rows[:limit]
-
-
-def _summary(folder: RunFolder) -> str:
-    cfg, prov = folder.config, folder.provenance
-    git = prov.get("git") or {}
-    facts = [("model", cfg.get("model")), ("created", folder.info.get("created")),
-             ("git commit", f"{git.get('commit')} (dirty: {git.get('dirty')})"),
-             ("stages", ", ".join(folder.info.get("stages") or {}) or "none"),
-             ("resumes", len(folder.info.get("resumes") or []))]
-    packages = sorted((prov.get("packages") or {}).items())
-    config = sorted((k, json.dumps(v)) for k, v in cfg.items())
-    return ("<h2>Run</h2>" + table(["", ""], facts) + "<h3>Packages</h3>"
-            + table(["package", "version"], packages) + "<details><summary>Full config"
-            "</summary>" + table(["key", "value"], config) + "</details>")
-
-
-def _bbq_rows(cells: dict[str, Any], label: str, extra: Sequence[Any] = ()) -> list[Any]:
-    row: list[Any] = [label]
-    for ctx in ("ambig", "disambig"):
-        c = cells.get(ctx) or {}
-        row += [with_ci(c.get("bias_score"), c.get("bias_score_ci")),
-                with_ci(c.get("accuracy"), c.get("accuracy_ci")), c.get("n"), c.get("n_unparsed")]
-    return row + list(extra)
-
-
-def _metrics_section(metrics: dict[str, Any], conds: list[str]) -> str:
-    blocks = metrics.get("conditions", {})
-    heads = ["ambig bias [95% CI]", "ambig acc", "ambig n", "ambig unparsed",
-             "disambig bias [95% CI]", "disambig acc", "disambig n", "disambig unparsed"]
-    bbq = {c: blocks[c]["bbq"] for c in conds if "bbq" in blocks.get(c, {})}
-    out = "<h2>Metrics</h2>"
-    if bbq:
-        pos = {c: b.get("answer_positions") or {} for c, b in bbq.items()}
-        rows = [_bbq_rows(b["overall"], c, [" / ".join(fmt(pos[c].get(str(i)), 2)
-                                                         for i in range(3))])
-                for c, b in bbq.items()]
-        out += "<h3>BBQ, pooled</h3>" + table(["condition", *heads, "share a / b / c"], rows)
-        cat_rows = [_bbq_rows(cell, f"{c}: {cat}") for c, b in bbq.items()
-                    for cat, cell in sorted(b.get("by_category", {}).items())]
-        out += ("<details><summary>BBQ per category</summary>"
-                + table(["condition: category", *heads], cat_rows) + "</details>")
-    wino = {c: blocks[c]["winogender"] for c in conds if "winogender" in blocks.get(c, {})}
-    if wino:
-        rows = []
-        for c, w in wino.items():
-            kinds = w.get("by_participant") or {}
-            rows += [_wino_row(c, w), *(_wino_row(f"{c}: {k}", kinds[k])
-                                        for k in ("specific", "someone") if k in kinds)]
-        out += "<h3>Winogender</h3>" + table(
-            ["condition (participant)", "r vs BLS [95% CI]", "r vs BLS, he/she [95% CI]",
-             "r vs Bergsma", "male", "female", "neutral", "n", "unparsed", "occupations"],
-            rows) + ("<p>P(female) over he/she/they (Ganguli et al. 2023) unless marked "
-                     "he/she; rows without a participant kind pool both kinds.</p>")
-    return out
-
-
-def _gains_section(metrics: dict[str, Any]) -> str:
-    """Each condition's gain over the baseline with its paired interval and verdict."""
-    rows = []
-    for cond, block in (metrics.get("gains") or {}).items():
-        for name, spec in METRICS.items():
-            gain = (block.get(spec.benchmark) or {}).get(name)
-            if gain is None:
-                continue
-            verdict = {True: "not distinguishable from 0", False: "differs from 0"}.get(
-                gain.get("spans_zero"), "no interval")
-            rows.append([cond, spec.label, with_ci(gain.get("value"), gain.get("ci")),
-                         gain.get("n_items"), gain.get("n_clusters"), verdict])
-    if not rows:
-        return ""
-    return ("<h3>Gain vs baseline</h3><p>Condition minus baseline on the same items; 95% "
-            "paired percentile bootstrap that resamples templates (BBQ) or occupations "
-            "(Winogender) once per draw for both conditions.</p>"
-            + table(["condition", "metric", "gain [95% CI]", "items", "clusters", "verdict"],
-                    rows))
-
-
-def _wino_row(name: str, w: dict[str, Any]) -> list[Any]:
-    two = w.get("he_she") or {}
-    return [name, with_ci(w.get("r_bls"), w.get("r_bls_ci")),
-            with_ci(two.get("r_bls"), two.get("r_bls_ci")),
-            with_ci(w.get("r_bergsma"), w.get("r_bergsma_ci")),
-            *(fmt((w.get("rates") or {}).get(g)) for g in ("male", "female", "neutral")),
-            w.get("n"), w.get("n_unparsed"), w.get("n_occupations")]
+# The main column fits a 1400 px window with room to spare; wide tables scroll inside
+# their own box instead of widening the page; long prompts wrap.
+STYLE = ("body{font-family:sans-serif;max-width:1280px;margin:1.5em auto;padding:0 1em;"
+         "color:#222;line-height:1.4}"
+         ".scroll{overflow-x:auto;max-width:100%}"
+         "table{border-collapse:collapse;margin:.4em 0 1.2em;font-size:13px}"
+         "td,th{border:1px solid #ccc;padding:3px 7px;text-align:right;vertical-align:top}"
+         "thead th{background:#f2f2f2}"
+         "th[scope=row]{text-align:left;background:#fafafa;white-space:nowrap}"
+         "td:first-child{text-align:left}"
+         "pre.text{white-space:pre-wrap;overflow-wrap:anywhere;max-width:60em;margin:0;"
+         "text-align:left;font-size:12px}"
+         ".null{color:#555}.sig{color:#0a5}.warn{color:#b45309}.note{color:#555;font-size:13px}"
+         "figure{margin:1em 0}img{max-width:100%;height:auto}"
+         "figcaption{font-size:13px;color:#555}"
+         "section.summary{border:2px solid #444;padding:0 1em .5em;margin-bottom:2em}")
 
 
 def _figures(plots_dir: Path) -> str:
@@ -227,59 +72,43 @@ def _figures(plots_dir: Path) -> str:
     return "".join(parts) if len(parts) > 1 else ""
 
 
-def _patching_html(patch: dict[str, Any]) -> str:
-    peak = patch["peak"] or {}
-    what = f"{patch['measure']} effect, last position"
-    return (f"<p>largest component effect (denoising, {esc(patch['measure'])}): "
-            f"{esc(fmt(peak.get('value')))} at {esc(peak.get('component'))} layer "
-            f"{esc(peak.get('layer'))}</p>"
-            + table(["residual hook", f"denoise ({what})", f"noise ({what})"],
-                    [[r[0], fmt(r[1]), fmt(r[2])] for r in patch["resid"]])
-            + table(["layer", "attn_out denoise", "mlp_out denoise"],
-                    [[b[0], fmt(b[1]), fmt(b[2])] for b in patch["components"]]))
+def _run_section(folder: RunFolder) -> str:
+    cfg, prov = folder.config, folder.provenance
+    git = prov.get("git") or {}
+    model = prov.get("model") or {}
+    facts = [("model", cfg.get("model")), ("chat template", model.get("chat", "not recorded")),
+             ("parameters", model.get("n_params", "not recorded")),
+             ("scoring mode", cfg.get("mode")), ("created", folder.info.get("created")),
+             ("git commit", f"{git.get('commit')} (dirty: {git.get('dirty')})"),
+             ("resumes", len(folder.info.get("resumes") or []))]
+    packages = sorted((prov.get("packages") or {}).items())
+    config = sorted((k, json.dumps(v)) for k, v in cfg.items())
+    return ("<h2>Run</h2>" + table(None, facts, row_heads=True) + "<h3>Stages</h3>"
+            + table(["stage", "status", "finished (UTC)", "detail"], stage_rows(folder))
+            + details("Packages", table(["package", "version"], packages))
+            + details("Full config", table(["setting", "value"], config)))
 
 
-def _analysis(folder: RunFolder) -> str:
-    parts = []
-    for name in ANALYSES:
-        data, why = read_analysis(folder.path / f"{name}.json")
-        if why == "absent":
-            continue
-        parts.append(f"<h3>{esc(name)}.json</h3>")
-        best = probe_best(data) if name == "probes" else []
-        patch = patching_summary(data) if name == "patching" else None
-        if why is not None:
-            parts.append(f"<p>{esc(why)}</p>")
-        elif patch is not None:
-            parts.append(_patching_html(patch))
-        elif best:
-            parts.append(table(["target", "kind", "best layer", "n", "accuracy [95% CI]",
-                                "control acc", "selectivity"],
-                               [[b["target"], b["kind"], b["layer"], b["n"],
-                                 with_ci(b["accuracy"], b["accuracy_ci"]),
-                                 fmt(b["control_accuracy"]), fmt(b["selectivity"])]
-                                for b in best]))
-        else:
-            peak = peak_effect(data)
-            if peak is not None:
-                parts.append(f"<p>peak |effect|: {esc(fmt(peak['value']))} (layer "
-                             f"{esc(fmt(peak['layer']))}) at "
-                             f"<code>{esc(peak['path'])}</code></p>")
-            parts.append(table(["key", "value"], top_level_numbers(data)) + records_html(data))
-    return "<h2>Analyses</h2>" + "".join(parts) if parts else ""
+def build_page(folder: RunFolder) -> str:
+    """The report's HTML for a run folder."""
+    metrics = run_metrics(folder)
+    conds = condition_order(metrics, folder.config)
+    title = f"probe report: {folder.config.get('model')} ({folder.path.name})"
+    summary = ("<section class='summary'><h2>Summary: does the instruction correct the "
+               "bias, and where?</h2>" + gains_summary(metrics, conds)
+               + where_summary(folder.path) + "</section>")
+    body = (summary + _run_section(folder) + metrics_section(metrics, conds)
+            + examples_section(folder, conds) + _figures(folder.plots_dir)
+            + analyses_section(folder.path))
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<meta name='viewport' content='width=device-width'><title>{esc(title)}</title>"
+            f"<style>{STYLE}</style></head><body><main><h1>{esc(title)}</h1>{body}</main>"
+            "</body></html>")
 
 
 def write_report(run_dir: str | Path) -> Path:
     """Write ``RUN/report.html`` (self-contained) and return its path."""
     folder = RunFolder.open(run_dir)
-    metrics = run_metrics(folder)
-    conds = condition_order(metrics, folder.config)
-    title = f"probe report: {folder.config.get('model')} ({folder.path.name})"
-    body = (_summary(folder) + _metrics_section(metrics, conds) + _gains_section(metrics)
-            + _figures(folder.plots_dir)
-            + _analysis(folder))
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{esc(title)}</h1>{body}</body></html>")
     out = folder.path / "report.html"
-    atomic_write_text(out, page)
+    atomic_write_text(out, build_page(folder))
     return out

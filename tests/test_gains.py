@@ -172,5 +172,6 @@ def test_compare_and_report_carry_the_paired_intervals(tmp_path: Path) -> None:
     assert f"{unclear['value']:+.3f} [{unclear['ci'][0]:+.3f},{unclear['ci'][1]:+.3f}]~0" in (
         lines["negate-1"])
     page = write_report(run).read_text()
-    assert "Gain vs baseline" in page and "not distinguishable from 0" in page
+    assert "Self-correction gain over the baseline" in page
+    assert "not distinguishable from 0" in page
     assert "differs from 0" in page

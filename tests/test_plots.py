@@ -116,3 +116,32 @@ def test_run_without_metrics_json_is_scored_from_rows(tmp_path: Path) -> None:
     assert not folder.metrics.exists()
     names = {p.name for p in plots.plot_run(folder.path)}
     assert names == BBQ_FIGS
+
+
+def test_probability_axis_goes_log_only_when_values_span_decades() -> None:
+    plt = plots.pyplot()
+    fig, (wide, narrow) = plt.subplots(1, 2)
+    assert plots.probability_axis(wide, [1e-4, 0.02, 0.6, float("nan"), 0.0])
+    assert wide.get_yscale() == "log"
+    assert not plots.probability_axis(narrow, [0.2, 0.5, 0.9])
+    assert narrow.get_yscale() == "linear"
+    plt.close(fig)
+
+
+def test_winogender_scatter_uses_a_log_axis_for_tiny_probabilities(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = metrics(bbq=False)
+    for block in data["conditions"].values():
+        block["winogender"]["by_occupation"]["plumber"]["p_female"] = 1e-5
+    scales: list[str] = []
+    real_save = plots.save_figure
+
+    def spy(fig: Any, path: Path, layout: bool = True) -> Path:
+        scales.append(fig.axes[0].get_yscale())
+        return real_save(fig, path, layout)
+
+    monkeypatch.setattr(plots, "save_figure", spy)
+    plots.plot_winogender_scatter(plots._wino(data, ["baseline"]), tmp_path / "w.png")
+    plots.plot_winogender_scatter(plots._wino(metrics(bbq=False), ["baseline"]),
+                                  tmp_path / "v.png")
+    assert scales == ["log", "linear"]

@@ -47,7 +47,7 @@ def test_report_is_self_contained_escaped_and_embeds_every_png(tmp_path: Path) -
     assert report.CAPTIONS["bbq_bias.png"] in page
     assert "mystery_stage.png" in page
     for cond in ("baseline", "instruct-1"):
-        assert f"<td>{cond}</td>" in page
+        assert f'<th scope="row">{cond}</th>' in page
 
 
 def test_probe_table_reports_the_best_layer_of_each_kind(tmp_path: Path) -> None:
@@ -69,7 +69,7 @@ def test_analysis_files_are_read_defensively(tmp_path: Path) -> None:
          "results": [{"layer": 3, "alpha": 4.0, "ambig": {"mean": -0.25, "ci": [-0.5, 0.0]}}]}))
     page = report.write_report(run).read_text(encoding="utf-8")
     assert "<h3>lens.json</h3><p>unreadable" in page
-    assert "-0.250 [-0.500, 0.000]" in page and "meta.instruction" in page
+    assert "-0.250 [-0.500, 0.000]" in page and "meta › instruction" in page
 
 
 def patching(values: dict[str, list[float]], reliable: bool = True) -> dict:
@@ -143,4 +143,4 @@ def test_end_to_end_on_a_tiny_run(tmp_path: Path, data_dir: Path, tiny) -> None:
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text(encoding="utf-8"))
     assert saved["interval"]["resample"] == "template cluster"
     assert set(saved["gains"]["instruct-1"]) >= {"vs", "bbq", "winogender"}
-    assert "Gain vs baseline" in page
+    assert "Self-correction gain over the baseline" in page

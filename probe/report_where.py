@@ -1,0 +1,154 @@
+"""Where inside the model the effect appears: the report's localisation summary.
+
+Read defensively from patching.json and probes.json (their formats are still evolving): a
+missing analysis says so, and patching whose source-target gap is not reliable (too small,
+or its interval contains 0) reports "no localisable effect" rather than a peak of noise.
+Every number shown carries its interval and n, next to its control where the file has one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from probe.analysis_summary import probe_best, read_analysis
+from probe.report_html import esc, fmt, table, with_ci
+
+CONTROL_KEYS = ("control", "placebo", "controls")
+
+
+def _get(data: Any, *keys: Any) -> Any:
+    """``data[k1][k2]...`` or None when any step is missing or of another type."""
+    for key in keys:
+        if isinstance(data, dict):
+            data = data.get(key)
+        elif isinstance(data, list) and isinstance(key, int) and -len(data) <= key < len(data):
+            data = data[key]
+        else:
+            return None
+    return data
+
+
+def _block(cell: Any, measure: str) -> tuple[float | None, list[Any] | None]:
+    value = _get(cell, measure, "mean")
+    return (float(value) if isinstance(value, (int, float)) else None), _get(cell, measure, "ci")
+
+
+def _excludes_zero(ci: Any) -> bool:
+    return (isinstance(ci, list) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci)
+            and not ci[0] <= 0 <= ci[1])
+
+
+def resid_onset(data: dict[str, Any], measure: str) -> dict[str, Any] | None:
+    """The first residual hook whose denoising effect at the last position has an interval
+    excluding 0 (the layer from which the effect is carried), with its value."""
+    labels = _get(data, "resid", "labels") or []
+    for i, row in enumerate(_get(data, "resid", "denoise") or []):
+        value, ci = _block(_get(row, -1), measure)
+        if value is not None and _excludes_zero(ci):
+            label = labels[i] if i < len(labels) else f"hook {i}"
+            return {"label": label, "value": value, "ci": ci, "n": _get(row, -1, "n")}
+    return None
+
+
+def component_peak(data: dict[str, Any], measure: str) -> dict[str, Any] | None:
+    """The attn/mlp output (denoising) of largest |effect|, with its interval and n."""
+    layers = _get(data, "components", "layers") or []
+    best = None
+    for comp, cells in (_get(data, "components", "denoise") or {}).items():
+        for i, cell in enumerate(cells if isinstance(cells, list) else []):
+            value, ci = _block(cell, measure)
+            if value is not None and (best is None or abs(value) > abs(best["value"])):
+                best = {"component": f"{comp}_out", "layer": layers[i] if i < len(layers)
+                        else i, "value": value, "ci": ci, "n": _get(cell, "n")}
+    return best
+
+
+def _control_text(data: dict[str, Any]) -> str:
+    """The patching control (a placebo pair, say) if the file records one."""
+    for place in (data, data.get("meta") or {}):
+        for key in CONTROL_KEYS:
+            found = place.get(key) if isinstance(place, dict) else None
+            if isinstance(found, dict):
+                gap = found.get("gap") or _get(found, "metric", "gap") or {}
+                name = found.get("source") or found.get("name") or key
+                if isinstance(gap, dict) and "mean" in gap:
+                    return (f"control ({name}): readout gap {with_ci(gap['mean'], gap.get('ci'))}"
+                            f", reliable: {gap.get('reliable')}")
+                return f"control ({name}): " + ", ".join(
+                    f"{k} {fmt(v)}" for k, v in found.items() if not isinstance(v, (dict, list)))
+            if isinstance(found, str):
+                return f"control: {found}"
+    return "control: none recorded in patching.json (no placebo pair was patched)"
+
+
+def patching_where(data: Any) -> str:
+    """One paragraph: the patched pair, its gap, and where the effect appears (or not)."""
+    meta = _get(data, "meta") or {}
+    gap = _get(data, "metric", "gap")
+    if not isinstance(gap, dict):
+        return "<p>patching.json has no source-target gap: no localisable effect shown.</p>"
+    pair = [f"{meta['source']} → {meta.get('target', 'baseline')}" if "source" in meta else "",
+            f"n={meta['n_items']} items" if "n_items" in meta else "",
+            str(meta.get("alignment") or ""),
+            f"readout: {_get(data, 'readout', 'mode')} mode" if _get(data, "readout") else ""]
+    head = (f"<p><b>Activation patching</b> ({esc(', '.join(p for p in pair if p))}): "
+            f"readout gap source − target {esc(with_ci(gap.get('mean'), gap.get('ci')))}.")
+    if not gap.get("reliable"):
+        why = gap.get("note") or "the gap is too small or its interval contains 0"
+        return (f"{head} <b class='null'>No localisable effect</b>: {esc(why)}. "
+                f"{esc(_control_text(data))}.</p>")
+    onset, peak = resid_onset(data, "normalised"), component_peak(data, "normalised")
+    parts = [head]
+    if onset:
+        parts.append(f" Residual stream (denoising, last position, normalised: 0 none, 1 "
+                     f"full): the effect is carried from <b>{esc(onset['label'])}</b> "
+                     f"({esc(with_ci(onset['value'], onset['ci']))}, n={esc(onset['n'])}).")
+    else:
+        parts.append(" No residual hook's effect at the last position has an interval "
+                     "excluding 0: <b class='null'>no localisable effect</b> in the "
+                     "residual stream.")
+    if peak:
+        parts.append(f" Largest component effect: <b>{esc(peak['component'])} layer "
+                     f"{esc(peak['layer'])}</b> {esc(with_ci(peak['value'], peak['ci']))} "
+                     f"(n={esc(peak['n'])}).")
+    parts.append(f" {esc(_control_text(data))}.</p>")
+    return "".join(parts)
+
+
+def probes_where(data: Any) -> str:
+    """Per probe target and kind, the best layer's accuracy against its control."""
+    rows = []
+    for best in probe_best(data):
+        ci, control = best.get("accuracy_ci"), best.get("control_accuracy")
+        low = ci[0] if isinstance(ci, list) and len(ci) == 2 else None
+        if not isinstance(low, (int, float)) or not isinstance(control, (int, float)):
+            call = "no interval or control"
+        else:
+            call = ("not distinguishable from the control" if low <= control
+                    else "above the control")
+        rows.append([best["target"], best["kind"], best["layer"], best["n"],
+                     with_ci(best["accuracy"], ci), fmt(control), call])
+    if not rows:
+        return ""
+    return ("<p><b>Linear probes</b>: the layer of highest cross-validated accuracy per "
+            "target (chosen on the same folds, so optimistic), with the shuffled-label "
+            "control.</p>" + table(["target", "probe", "best layer", "n", "accuracy [95% CI]",
+                                    "control accuracy", "vs control"], rows))
+
+
+def where_summary(run_path: Any) -> str:
+    """The localisation part of the summary, from whatever analyses the run has."""
+    patch, why = read_analysis(run_path / "patching.json")
+    parts = ["<h3>Where inside the model</h3>"]
+    if why == "absent":
+        parts.append("<p>Patching has not run on this run: <b class='null'>no localisable "
+                     "effect</b> measured (<code>probe patch RUN --instruction "
+                     "instruct-1</code>).</p>")
+    elif why is not None:
+        parts.append(f"<p>patching.json is {esc(why)}: no localisable effect shown.</p>")
+    else:
+        parts.append(patching_where(patch))
+    probes, why = read_analysis(run_path / "probes.json")
+    if why is None:
+        parts.append(probes_where(probes))
+    return "".join(parts)

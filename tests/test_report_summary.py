@@ -1,0 +1,159 @@
+"""The report's summary: gains from metrics.json with their verdicts, small-n warnings,
+localisation, stages, examples, and readable tables."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from test_gains import bbq_rows
+from test_plots import make_run, metrics
+from test_report import patching, probes_json
+
+from probe import report, report_summary
+from probe.report_where import component_peak, resid_onset
+from probe.runs import RunFolder
+from probe.scoring.metrics import compute_metrics
+
+
+def gains_run(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    """A run whose metrics.json carries real paired gains: instruct-1 clearly better,
+    negate-1 noise (same construction as tests/test_gains.py)."""
+    rows = (bbq_rows("baseline") + bbq_rows("instruct-1", shift=0.5)
+            + bbq_rows("negate-1", noise_seed=2))
+    data = compute_metrics(rows, n_boot=300)
+    return make_run(tmp_path / "run", data, ["baseline", "instruct-1", "negate-1"]), data
+
+
+def section(page: str, start: str, end: str) -> str:
+    return page[page.index(start):page.index(end, page.index(start))]
+
+
+def test_summary_comes_first_and_shows_the_stored_gains(tmp_path: Path) -> None:
+    run, data = gains_run(tmp_path)
+    page = report.write_report(run).read_text(encoding="utf-8")
+    summary = section(page, "Summary:", "</section>")
+    assert page.index("Summary:") < page.index("<h2>Run</h2>") < page.index("Metrics per")
+    gains = data["gains"]
+    for cond in ("instruct-1", "negate-1"):
+        gain = gains[cond]["bbq"]["accuracy_ambig"]
+        shown = (f"{gain['value']:+.3f} [{gain['ci'][0]:+.3f}, {gain['ci'][1]:+.3f}]")
+        assert shown in summary
+        assert f"n={gain['n_items']} items, {gain['n_clusters']} clusters" in summary
+    self_corr = section(summary, "Self-correction gain", "Negation effect")
+    negation = section(summary, "Negation effect", "Where inside")
+    assert "instruct-1" in self_corr and "negate-1" not in self_corr
+    assert "negate-1" in negation and "instruct-1" not in negation
+    # instruct-1's accuracy gain excludes 0, negate-1's does not (tests/test_gains.py)
+    assert "differs from 0" in self_corr
+    assert "not distinguishable from 0" in negation
+
+
+def test_degenerate_intervals_get_no_verdict_and_a_warning() -> None:
+    noise = {"value": -3e-13, "ci": [-3e-13, -3e-13], "n_items": 40, "n_clusters": 10,
+             "spans_zero": False}
+    assert report_summary.verdict(noise) == "no verdict (zero-width interval)"
+    one = {"value": 0.0, "ci": [0.0, 0.0], "n_items": 2, "n_clusters": 1, "spans_zero": True}
+    assert report_summary.small_n_reasons(one) == ["n<10", "one cluster", "zero-width interval"]
+    few = {"value": 0.5, "ci": [0.1, 0.9], "n_items": 6, "n_clusters": 6, "spans_zero": False}
+    assert report_summary.verdict(few) == "differs from 0"
+    cell = report_summary.gain_cell(few)
+    assert "⚠ n&lt;10" in cell
+    fine = {"value": 0.5, "ci": [0.1, 0.9], "n_items": 60, "n_clusters": 15,
+            "spans_zero": False}
+    assert "⚠" not in report_summary.gain_cell(fine)
+
+
+def test_no_gains_block_says_why(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", metrics())  # hand-made, no "gains"
+    page = report.write_report(run).read_text(encoding="utf-8")
+    assert "No gains over the baseline" in page and "probe score RUN" in page
+
+
+def test_localisation_states_no_effect_when_absent_or_unreliable(tmp_path: Path) -> None:
+    run, _ = gains_run(tmp_path)
+    page = report.write_report(run).read_text(encoding="utf-8")
+    assert "Patching has not run" in section(page, "Where inside", "</section>")
+    values = {"attn": [0.1, -0.7], "mlp": [0.3, 0.6]}
+    unreliable = patching(values, reliable=False)
+    unreliable["metric"]["gap"].update({"mean": 0.01, "ci": [-0.2, 0.3],
+                                        "note": "gap interval includes 0"})
+    (run / "patching.json").write_text(json.dumps(unreliable))
+    where = section(report.write_report(run).read_text(encoding="utf-8"), "Where inside",
+                    "</section>")
+    assert "No localisable effect" in where and "gap interval includes 0" in where
+    assert "attn_out layer" not in where
+
+
+def test_localisation_names_onset_and_peak_with_intervals(tmp_path: Path) -> None:
+    data = patching({"attn": [0.1, -0.7, 0.2], "mlp": [0.3, 0.05, 0.6]})
+    # residual rows: the last position's effect is 0 [-0.1, 0.1] then 0.8 [0.6, 1.0]
+    flat = {"normalised": {"mean": 0.0, "ci": [-0.1, 0.1]}, "n": 12}
+    full = {"normalised": {"mean": 0.8, "ci": [0.6, 1.0]}, "n": 12}
+    data["resid"]["denoise"] = [[flat], [flat], [full], [full]]
+    data["resid"]["labels"] = ["resid_pre 0", "resid_pre 1", "resid_pre 2", "resid_post 2"]
+    data["resid"]["noise"] = data["resid"]["denoise"]
+    data["meta"] = {"source": "instruct-1", "target": "baseline", "n_items": 12}
+    assert resid_onset(data, "normalised")["label"] == "resid_pre 2"
+    assert component_peak(data, "normalised")["component"] == "attn_out"
+    run, _ = gains_run(tmp_path)
+    (run / "patching.json").write_text(json.dumps(data))
+    (run / "probes.json").write_text(json.dumps(probes_json({"logreg": [0.52, 0.9, 0.6]})))
+    where = section(report.write_report(run).read_text(encoding="utf-8"), "Where inside",
+                    "</section>")
+    assert "instruct-1 → baseline, n=12 items" in where
+    assert "<b>resid_pre 2</b> (0.800 [0.600, 1.000], n=12)" in where
+    assert "attn_out layer 1</b> -0.700 [-0.700, -0.700]" in where
+    assert "above the control" in where and "control: none recorded" in where
+
+
+def test_stages_are_read_from_the_folder(tmp_path: Path) -> None:
+    run, _ = gains_run(tmp_path)
+    (run / "generations.jsonl").write_text('{"item_id": "a", "condition": "baseline"}\n')
+    (run / "probes.json").write_text(json.dumps(probes_json({"logreg": [0.5, 0.6]})))
+    rows = {r[0]: r for r in report.stage_rows(RunFolder.open(run))}
+    assert rows["generate"][1] == "incomplete (interrupted)"  # rows but never marked done
+    assert rows["probes"][1] == "done" and rows["score"][1] == "done"
+    assert rows["patching"][1] == "not run" and rows["lens"][1] == "not run"
+    RunFolder.open(run).mark_stage_done("generate", n_rows=1)
+    assert report.stage_rows(RunFolder.open(run))[0][1] == "done"
+
+
+def test_examples_show_every_condition_escaped(tmp_path: Path) -> None:
+    run, _ = gains_run(tmp_path)
+    rows = [{"item_id": "bbq:Age:1", "condition": c, "benchmark": "bbq",
+             "context_condition": "ambig", "prompt": f"<script>alert('{c}')</script> Who?",
+             "output": "<b>(a)</b>", "pred": 0, "label": 2,
+             "meta": {"target_index": 0, "unknown_index": 2}}
+            for c in ("baseline", "instruct-1", "negate-1")]
+    (run / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    page = report.write_report(run).read_text(encoding="utf-8")
+    examples = section(page, "Example prompts", "<h2>Figures") if "<h2>Figures" in page \
+        else page[page.index("Example prompts"):]
+    assert "<script" not in page and "&lt;script&gt;alert(&#x27;negate-1&#x27;)" in page
+    assert "&lt;b&gt;(a)&lt;/b&gt;" in examples
+    for cond in ("baseline", "instruct-1", "negate-1"):
+        assert f'<th scope="row">{cond}</th>' in examples
+    assert "stereotyped (a), unknown (c)" in examples
+
+
+def test_tables_have_word_headers_layer_columns_and_no_empty_header(tmp_path: Path) -> None:
+    run, _ = gains_run(tmp_path)
+    (run / "steering.json").write_text(json.dumps(
+        {"meta": {"instruction": "instruct-1"},
+         "results": [{"hook": "blocks.3.hook_resid_post", "alpha": 4.0,
+                      "ambig": {"mean": -0.25, "ci": [-0.5, 0.0]}}]}))
+    (run / "patching.json").write_text(json.dumps(patching({"attn": [0.1], "mlp": [0.2]})))
+    (run / "probes.json").write_text(json.dumps(probes_json({"logreg": [0.5, 0.9]})))
+    page = report.write_report(run).read_text(encoding="utf-8")
+    heads = re.findall(r"<thead><tr>(.*?)</tr></thead>", page)
+    assert heads and all("<th></th>" not in h for h in heads)
+    cells = [c for h in heads for c in re.findall(r"<th>(.*?)</th>", h)]
+    assert not [c for c in cells if re.search(r"\w\.\w", c)], "dotted keys in headers"
+    analyses = page[page.index("<h2>Analyses"):]
+    per_layer = re.findall(r"<table><thead><tr><th>(.*?)</th>", analyses)
+    assert per_layer and all(first == "layer" for first in per_layer)
+    assert "<td>3</td>" in section(analyses, "steering.json", "settings")
+    assert "meta › instruction" in analyses and "meta.instruction" not in analyses
