@@ -144,3 +144,16 @@ def test_run_records_and_uses_the_system_prompt(tmp_path, data_dir, one_thread):
     assert config["system_prompt"] == "Answer carefully."
     rows = [json.loads(line) for line in (tmp_path / "run" / "generations.jsonl").open()]
     assert rows and all(len(re.findall("Answer carefully.", r["prompt"])) == 1 for r in rows)
+
+
+def test_conditions_command_shows_system_prompt_sources_and_differences():
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = subprocess.run([sys.executable, "-m", "probe.cli", "conditions", "--system-prompt",
+                          "none"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.startswith("system prompt: none")
+    assert out.count("\n  source: ") == len(CONDITIONS)
+    assert out.count("differs from source: ") == sum(c.adapted for c in CONDITIONS.values())

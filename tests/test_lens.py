@@ -73,7 +73,10 @@ def test_lens_command_matches_run_scores(tmp_path: Path) -> None:
         for item_id in block["item_ids"]:
             row = rows[(item_id, cond)]
             unbiased = ans.answer_pair(row)[1]  # type: ignore[index]
-            expect.append(math.exp(row["option_scores"][unbiased]))
+            # Counterbalanced rows keep each order's raw scores; the first is the prompt's own.
+            cb = row["meta"].get("counterbalance")
+            raw = cb["scores"][0] if cb else row["option_scores"]
+            expect.append(math.exp(raw[unbiased]))
         assert block["layers"][-1]["p_unbiased"]["mean"] == pytest.approx(np.mean(expect),
                                                                            rel=1e-4)
     assert (run_dir / "plots" / "lens.png").stat().st_size > 1000

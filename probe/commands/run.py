@@ -107,7 +107,7 @@ def conditions_cmd(benchmark: str | None, system_prompt: str, model: str | None,
         for line in describe(cond):
             click.echo("  " + line.replace("\n", "\n    "))
         if tokenizer is not None:
-            for bench in cond.benchmarks:
+            for bench in [b for b in cond.benchmarks if benchmark in (None, b)]:
                 text = _chat_example(tokenizer, cond.build(EXAMPLE_ITEMS[bench]), system_prompt)
                 click.echo(f"  {bench} prompt for {model}:\n    " + text.replace("\n", "\n    "))
 
