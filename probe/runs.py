@@ -31,11 +31,14 @@ from probe.io import (
     to_jsonable,
 )
 
-# What a run folder's rows mean. 2: an option's tokens are the tail of prompt + option
-# tokenized as one natural string (version 1 scored Winogender pronouns after a lone " "
-# token, and joined base models' "Assistant:" to options without a space), so rows written
-# under 1 are neither resumed nor re-scored.
+# What a run folder's rows mean. A folder of another version is neither resumed, nor
+# re-scored, nor analysed: its rows would be mixed with, or read as, rows they are not.
 SCHEMA_VERSION = 2
+# Why rows of each earlier version cannot be re-scored (shown when such a folder is refused).
+SCHEMA_CHANGES: dict[int, str] = {
+    2: "option tokens are now those of prompt + option tokenized as one string; version 1 "
+       "scored Winogender pronouns after a lone ' ' token",
+}
 
 # Config keys that may change between a run and its resume because they do not change
 # results. Matched against the full dotted key ("model.device") or its last part.
@@ -88,6 +91,20 @@ def _changed_files(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     before, after = old.get("files") or {}, new.get("files") or {}
     return sorted(name for name in set(before) & set(after)
                   if (before[name] or {}).get("sha256") != (after[name] or {}).get("sha256"))
+
+
+def schema_error(path: Path, version: Any, config: dict[str, Any]) -> ConfigError:
+    """The one-line refusal of a run folder written under another schema version."""
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        return ConfigError(f"{path} has run schema_version {version}, newer than this probe's "
+                           f"{SCHEMA_VERSION}; upgrade probe to read it")
+    why = "; ".join(SCHEMA_CHANGES[v] for v in sorted(SCHEMA_CHANGES)
+                    if not isinstance(version, int) or v > version)
+    model = config.get("model", "MODEL")
+    return ConfigError(f"{path} has run schema_version {version!r}; this probe reads "
+                       f"{SCHEMA_VERSION} ({why}), so its rows cannot be re-scored or resumed; "
+                       f"re-run with `probe run --model {model} ... --out NEW_FOLDER` "
+                       f"(its options are in {path / 'run.json'})")
 
 
 class RunFolder:
@@ -149,8 +166,7 @@ class RunFolder:
             raise ConfigError(f"{run_json} is corrupt (no config); use a new --out")
         version = info.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise ConfigError(f"{path} has run schema_version {version!r}; this probe reads "
-                              f"{SCHEMA_VERSION}; rerun into a new --out")
+            raise schema_error(path, version, info["config"])
         return info
 
     @classmethod

@@ -1,7 +1,10 @@
 """``probe score``: metrics from rows, never a model.
 
 Given a run folder or its ``generations.jsonl``, recompute ``metrics.json`` from the rows;
-given other JSONL files, score them as external BBQ predictions.
+given other JSONL files, score them as external BBQ predictions. A run folder of another
+schema version is refused (:func:`probe.runs.schema_error`): its rows mean something else.
+A model run's ``generations.jsonl`` without its ``run.json`` is refused too, since nothing
+then says which schema its rows follow.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ from typing import Any
 
 import click
 
+from probe.config import MODES
 from probe.data.bbq import read_jsonl
 from probe.errors import ConfigError, DataError
 from probe.io import atomic_write_json, atomic_write_text, dumps
+from probe.runs import RunFolder
 from probe.scoring.external import score_predictions
 from probe.scoring.metrics import compute_metrics, format_table
 
@@ -27,7 +32,14 @@ def _run_rows(path: Path) -> list[dict[str, Any]] | None:
         return None
     if not gen.is_file():
         raise DataError(f"no {GENERATIONS} in this folder", str(path))
-    rows = [row for _, row in read_jsonl(gen)]
+    if (gen.parent / "run.json").is_file():
+        rows = RunFolder.open(gen.parent).rows()  # refuses another schema version
+    else:
+        rows = [row for _, row in read_jsonl(gen)]
+        if any(row.get("mode") in MODES for row in rows):
+            raise ConfigError(f"{gen} holds a model run's rows but no run.json lies beside it, "
+                              f"so their schema version is unknown; score the run folder, or "
+                              f"re-run with `probe run`")
     if not rows:
         raise DataError("no rows", str(gen))
     return rows
