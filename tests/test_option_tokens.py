@@ -167,10 +167,11 @@ def test_analyses_read_the_letters_the_letter_mode_scores(engine):
     """The logit lens, patching and steering read the letter ids after "The answer is (";
     a SentencePiece tokenizer spells a letter alone "▁a", but after "(" it is "a"."""
     from probe.analysis.answers import letter_token_ids
+    from probe.conditions import ANSWER_CUE
     from probe.scoring_modes import LETTER_PREFIX
 
-    prompt = _ids(engine, LETTER_PREFIX)
-    natural = [_ids(engine, LETTER_PREFIX + letter) for letter in LETTERS[:3]]
+    prompt = _ids(engine, ANSWER_CUE + LETTER_PREFIX)
+    natural = [_ids(engine, ANSWER_CUE + LETTER_PREFIX + letter) for letter in LETTERS[:3]]
     assert all(ids[:len(prompt)] == prompt and len(ids) == len(prompt) + 1 for ids in natural)
     assert letter_token_ids(engine.tokenizer) == [ids[-1] for ids in natural]
 

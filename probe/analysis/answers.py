@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from probe.conditions import LETTERS, get_condition
+from probe.conditions import ANSWER_CUE, LETTERS, get_condition
 from probe.config import RunConfig
 from probe.continuation import option_token_ids, prompt_stem
 from probe.errors import ConfigError, DataError
@@ -120,11 +120,12 @@ def answer_pair(row: dict[str, Any]) -> tuple[int, int] | None:
 def letter_token_ids(tokenizer: Any, n_options: int = 3) -> list[int]:
     """Token id of each option letter as it follows "The answer is (" (the tail of the
     joint tokenization, as the letter mode scores it: see :mod:`probe.continuation`)."""
-    prompt_ids, tails = option_token_ids(tokenizer, LETTER_PREFIX, LETTERS[:n_options])
-    full = tokenizer(LETTER_PREFIX, add_special_tokens=False).input_ids
+    context = ANSWER_CUE + LETTER_PREFIX  # the letter's left context in every letter prompt
+    prompt_ids, tails = option_token_ids(tokenizer, context, LETTERS[:n_options])
+    full = tokenizer(context, add_special_tokens=False).input_ids
     for letter, tail in zip(LETTERS, tails, strict=False):
         if len(tail) != 1 or len(prompt_ids) != len(full):
-            raise ConfigError(f"option letter {letter!r} after {LETTER_PREFIX!r} is not one "
+            raise ConfigError(f"option letter {letter!r} after {context!r} is not one "
                               f"token of its own for this tokenizer; the letter metric needs "
                               f"single tokens")
     return [int(tail[0]) for tail in tails]
