@@ -3,9 +3,12 @@
 For each run and each instruct/negate condition, the self-correction gain is the instructed
 metric minus the baseline one (BBQ bias score and accuracy, ambiguous and disambiguated;
 Winogender r with BLS), with the paired template-clustered 95% interval of metrics.json,
-set against model size and base-vs-aligned, with the run's probe and patching peaks when
-those analyses exist. Model size comes from run.json provenance when recorded, else from
-the safetensors headers of a locally available copy, else from a ``--size`` override.
+set against model size and chat-vs-base (from the model's tokenizer, see
+:mod:`probe.compare_checks`), with each condition's own probe and patching peaks (with
+their intervals) when those analyses ran for it. Runs that differ in items, scoring mode or
+conditions are compared anyway, with a warning in the table, compare.json/csv and figure.
+Model size comes from run.json provenance when recorded, else from the safetensors
+headers of a locally available copy, else from a ``--size`` override.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from probe.analysis_summary import patching_summary, peak_effect, probe_best, read_analysis
+from probe.analysis_summary import patching_summary, probe_best, read_analysis
+from probe.compare_checks import chat_kind, differences, run_facts
 from probe.compare_plot import plot_compare
 from probe.errors import ConfigError
 from probe.io import atomic_write_json, atomic_write_text
@@ -36,8 +40,6 @@ GAIN_KEYS = {**{key: f"{m}_{c}" for key, m, c in GAINS}, "gain_r_bls": "r_bls"}
 GAIN_SOURCES: dict[str, tuple[str, tuple[str, str | None]]] = {
     **{f"{m}_{c}": ("bbq", (m, c)) for _, m, c in GAINS}, "r_bls": ("winogender", ("r_bls", None))}
 SIZE_KEYS = ("n_params", "num_parameters", "param_count", "n_parameters")
-# Prompt text that only a chat template produces (fallback when run.json does not say).
-CHAT_MARKERS = ("<|im_start|>", "[INST]", "<|start_header_id|>", "<start_of_turn>", "<|user|>")
 SUFFIXES = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
 
 
@@ -108,24 +110,6 @@ def model_size(folder: RunFolder, overrides: dict[str, int]) -> tuple[int | None
     return None, "unknown"
 
 
-def chat_kind(folder: RunFolder) -> tuple[str | None, str]:
-    """("aligned/chat" or "base", source): a chat template present means aligned/chat."""
-    recorded = _recorded(folder, ("chat",))
-    if isinstance(recorded, bool):
-        return ("aligned/chat" if recorded else "base"), "run.json"
-    for path in model_dirs(str(folder.config.get("model"))):
-        tok = path / "tokenizer_config.json"
-        has = (path / "chat_template.jinja").is_file() or (
-            tok.is_file() and "chat_template" in json.loads(tok.read_text(encoding="utf-8")))
-        return ("aligned/chat" if has else "base"), "tokenizer"
-    if folder.generations.is_file():
-        with folder.generations.open(encoding="utf-8") as fh:
-            first = json.loads(fh.readline() or "{}")
-        prompt = str(first.get("prompt", ""))
-        return ("aligned/chat" if any(m in prompt for m in CHAT_MARKERS) else "base"), "prompt"
-    return None, "unknown"
-
-
 def _diff(a: Any, b: Any) -> float | None:
     ok = all(isinstance(v, (int, float)) for v in (a, b))
     return float(a) - float(b) if ok else None
@@ -164,41 +148,80 @@ def _gains(metrics: dict[str, Any], conds: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def _peaks(folder: RunFolder) -> dict[str, Any]:
-    """Best probe (biased_answer target preferred) and peak patching effect, when present.
+def _ci(block: dict[str, Any], key: str) -> tuple[Any, Any]:
+    ci = block.get(key)
+    return (ci[0], ci[1]) if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
 
-    The patching peak is the attn/mlp component of largest denoising effect; files of an
-    unknown shape fall back to :func:`probe.analysis_summary.peak_effect`.
-    """
+
+def _target_condition(target: str) -> str | None:
+    """The condition (glob) a probe target is about: "self_corrected:instruct-1" ->
+    "instruct-1"; None for a target pooled over conditions."""
+    parts = target.split(":")
+    return parts[1] if len(parts) > 1 else None
+
+
+def probe_peak(folder: RunFolder, cond: str | None) -> dict[str, Any]:
+    """Best probe of a condition (self_corrected:C preferred, then condition:C), or with
+    ``cond`` None the run's biased_answer probe; accuracy with its 95% interval."""
     best = probe_best(read_analysis(folder.path / "probes.json")[0])
-    pick = [b for b in best if b["target"] == "biased_answer"] or best
+    if cond is None:
+        pick = [b for b in best if b["target"].split(":")[0] == "biased_answer"]
+    else:
+        mine = [b for b in best if fnmatchcase(cond, _target_condition(b["target"]) or "")]
+        pick = ([b for b in mine if b["target"].startswith("self_corrected")]
+                or [b for b in mine if b["target"].startswith("condition")])
     top = max(pick, key=lambda b: b["accuracy"]) if pick else {}
-    data = read_analysis(folder.path / "patching.json")[0]
-    summary = patching_summary(data)
-    patch = (summary or {}).get("peak") or (peak_effect(data) if summary is None else None) or {}
+    low, high = _ci(top, "accuracy_ci")
     return {"probe_target": top.get("target"), "probe_layer": top.get("layer"),
-            "probe_accuracy": top.get("accuracy"), "patching_peak": patch.get("value"),
-            "patching_peak_layer": patch.get("layer"),
-            "patching_peak_component": patch.get("component", patch.get("path"))}
+            "probe_accuracy": top.get("accuracy"), "probe_accuracy_lo": low,
+            "probe_accuracy_hi": high, "probe_control": top.get("control_accuracy")}
+
+
+def patching_peak(folder: RunFolder, cond: str) -> dict[str, Any]:
+    """The patching peak of ``cond``, only when patching.json patched that condition (its
+    meta.source), so no condition shows another's numbers; value with its 95% interval."""
+    data = read_analysis(folder.path / "patching.json")[0]
+    meta = data.get("meta") if isinstance(data, dict) else None
+    summary = patching_summary(data) if (meta or {}).get("source") == cond else None
+    peak = (summary or {}).get("peak") or {}
+    cell: dict[str, Any] = {}
+    if summary is not None and peak:
+        comps = data["components"]
+        cells = comps["denoise"].get(peak["component"]) or []
+        index = comps["layers"].index(peak["layer"])
+        cell = (cells[index] or {}).get(summary["measure"]) or {}
+    low, high = _ci(cell, "ci")
+    return {"patching_peak": peak.get("value"), "patching_peak_lo": low,
+            "patching_peak_hi": high, "patching_peak_layer": peak.get("layer"),
+            "patching_peak_component": peak.get("component"),
+            "patching_measure": (summary or {}).get("measure")}
 
 
 def compare_runs(run_dirs: Sequence[str | Path],
                  sizes: dict[str, int] | None = None) -> dict[str, Any]:
-    """Per run: model, size, base/aligned, peaks; ``rows``: one per (run, instruction)."""
-    runs, rows = [], []
+    """Per run: model, mode, size, chat/base, the run-level probe and how the run differs
+    from the others; ``rows``: one per (run, instruction) with its gains (paired
+    intervals) and its own analysis numbers; ``warnings``: every way the runs differ."""
+    runs, rows, facts = [], [], []
     for run_dir in run_dirs:
         folder = RunFolder.open(run_dir)
         metrics = run_metrics(folder)
+        facts.append(run_facts(folder, metrics))
         n_params, size_src = model_size(folder, sizes or {})
         kind, kind_src = chat_kind(folder)
         info = {"run": str(folder.path), "model": folder.config.get("model"),
-                "n_params": n_params, "size_source": size_src, "kind": kind,
-                "kind_source": kind_src, **_peaks(folder)}
+                "mode": folder.config.get("mode"), "n_params": n_params,
+                "size_source": size_src, "kind": kind, "kind_source": kind_src,
+                **probe_peak(folder, None)}
         runs.append(info)
         for gain in _gains(metrics, condition_order(metrics, folder.config)):
-            rows.append({**{k: info[k] for k in ("run", "model", "n_params", "kind")}, **gain,
-                         **{k: v for k, v in info.items() if k.startswith(("probe_", "patch"))}})
-    return {"runs": runs, "rows": rows}
+            cond = gain["condition"]
+            rows.append({**{k: info[k] for k in ("run", "model", "mode", "n_params", "kind")},
+                         **gain, **probe_peak(folder, cond), **patching_peak(folder, cond)})
+    warnings, per_run = differences(facts)
+    for item in [*runs, *rows]:
+        item["differs"] = ", ".join(per_run.get(item["run"], [])) or None
+    return {"runs": runs, "rows": rows, "warnings": warnings}
 
 
 def _cell(value: Any) -> str:
@@ -218,26 +241,46 @@ def _gain_cell(row: dict[str, Any], key: str) -> str:
     return f"{value:+.3f} [{lo:+.3f},{hi:+.3f}]" + ("~0" if lo <= 0 <= hi else "")
 
 
+def _peak_cell(row: dict[str, Any], key: str, where: str) -> str:
+    """"0.850 [0.750,0.950] L1": an analysis number with its 95% interval and layer."""
+    value, lo, hi = (row.get(k) for k in (key, f"{key}_lo", f"{key}_hi"))
+    if not isinstance(value, (int, float)):
+        return "-"
+    ci = (f" [{lo:.3f},{hi:.3f}]" if isinstance(lo, (int, float)) and isinstance(hi, (int, float))
+          else " [no CI]")
+    return f"{value:.3f}{ci} {where}"
+
+
 def format_compare(result: dict[str, Any]) -> str:
-    """The comparison as a terminal table; gains carry their paired 95% interval."""
+    """The comparison as a terminal table; gains carry their paired 95% interval, probe and
+    patching numbers theirs (each condition's own, "-" where its analysis did not run),
+    and every way the runs differ is printed as a warning under the table."""
     gains = list(GAIN_KEYS)
-    cols = ["run", "model", "n_params", "kind", "condition", *gains, "probe_layer",
-            "probe_accuracy", "patching_peak"]
     if not result["rows"]:
         return "(no instruct/negate conditions to compare)"
     # A run folder's last part is enough to tell runs apart in a terminal.
     short = {"gain_bias_score_ambig": "dbias_amb", "gain_bias_score_disambig": "dbias_dis",
              "gain_accuracy_ambig": "dacc_amb", "gain_accuracy_disambig": "dacc_dis",
-             "gain_r_bls": "dr_bls", "probe_accuracy": "probe_acc", "patching_peak": "patch_peak"}
-    cells = [[short.get(c, c) for c in cols]]
-    cells += [[Path(row["run"]).name] + [_gain_cell(row, c) if c in gains else _cell(row.get(c))
-                                         for c in cols[1:]]
-              for row in result["rows"]]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(cols))]
+             "gain_r_bls": "dr_bls"}
+    head = ["run", "model", "n_params", "kind", "condition", *(short[g] for g in gains),
+            "probe_acc", "patch_peak", "mode", "differs"]
+    cells = [head]
+    for row in result["rows"]:
+        cells.append([Path(row["run"]).name, *(_cell(row.get(c)) for c in
+                                               ("model", "n_params", "kind", "condition")),
+                      *(_gain_cell(row, g) for g in gains),
+                      _peak_cell(row, "probe_accuracy", f"L{row.get('probe_layer')}"),
+                      _peak_cell(row, "patching_peak", f"L{row.get('patching_peak_layer')} "
+                                                       f"{row.get('patching_peak_component')}"),
+                      _cell(row.get("mode")), row.get("differs") or "-"])
+    widths = [max(len(line[i]) for line in cells) for i in range(len(head))]
     lines = ["  ".join(v.rjust(w) for v, w in zip(line, widths, strict=True)) for line in cells]
-    return "\n".join([*lines, "gains: condition - baseline [paired 95% bootstrap interval over "
-                       "templates/occupations]; ~0 = the interval contains 0 (not "
-                       "distinguishable from 0); [no CI] = re-score the run (probe score RUN)"])
+    legend = ("gains: condition - baseline [paired 95% bootstrap interval over "
+              "templates/occupations]; ~0 = the interval contains 0 (not distinguishable "
+              "from 0); [no CI] = re-score the run (probe score RUN); probe_acc / patch_peak: "
+              "that condition's own probe and patching (- = not run for it)")
+    warnings = [f"WARNING: {w}" for w in result.get("warnings") or []]
+    return "\n".join([*lines, legend, *warnings])
 
 
 def write_compare(result: dict[str, Any], out: str | Path) -> list[Path]:
@@ -246,6 +289,8 @@ def write_compare(result: dict[str, Any], out: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "compare.json", result)
     fields = list(dict.fromkeys(k for row in result["rows"] for k in row)) or ["run"]
+    # Each row's "differs" column carries the warnings into the CSV (comment lines would
+    # break CSV readers); compare.json has them in full.
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields)
     writer.writeheader()

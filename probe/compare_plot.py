@@ -1,7 +1,14 @@
-"""The figure of ``probe compare``: gains per model with their paired intervals, and peaks."""
+"""The figure of ``probe compare``: per model, each condition's gains with their paired
+intervals, and each condition's own probe accuracy and patching peak with theirs.
+
+Filled circles are models prompted through a chat template, hollow squares base models,
+crosses models whose kind is unknown. Warnings (runs that differ in items, mode or
+conditions) are printed on the figure itself, so it cannot circulate without them.
+"""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -22,72 +29,81 @@ def _model_order(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(runs, key=lambda r: (r["n_params"] is None, r["n_params"] or 0, r["run"]))
 
 
-PANELS = [("gain_bias_score_ambig", "Δ bias score, ambiguous"),
-          ("gain_bias_score_disambig", "Δ bias score, disambiguated"),
-          ("gain_accuracy_ambig", "Δ accuracy, ambiguous"),
-          ("gain_accuracy_disambig", "Δ accuracy, disambiguated")]
+# (row key, title, layer key shown next to the point)
+PANELS = [("gain_bias_score_ambig", "Δ bias score, ambiguous", None),
+          ("gain_bias_score_disambig", "Δ bias score, disambiguated", None),
+          ("probe_accuracy", "probe accuracy (the condition's own target)", "probe_layer"),
+          ("gain_accuracy_ambig", "Δ accuracy, ambiguous", None),
+          ("gain_accuracy_disambig", "Δ accuracy, disambiguated", None),
+          ("patching_peak", "patching peak (the condition's own pair)", "patching_peak_layer")]
+MARKERS = {"chat": ("o", True), "base": ("s", False)}
 
 
-def _peak_panel(ax: Any, runs: list[dict[str, Any]], key: str, layer_key: str,
-                title: str, ylabel: str) -> None:
-    found = {i: float(r[key]) for i, r in enumerate(runs) if isinstance(r.get(key), (int, float))}
-    xs = list(found)
-    ax.bar(xs, list(found.values()), color="tab:purple")
-    for i, v in found.items():
-        ax.text(i, v, f"L{runs[i].get(layer_key)}", ha="center", fontsize=7,
-                va="bottom" if v >= 0 else "top")
-    if not xs:
-        ax.text(0.5, 0.5, "not computed for any run", ha="center", transform=ax.transAxes)
-    ax.axhline(0.0, color="grey", linewidth=0.8)
-    ax.set_title(title, fontsize=10)
-    ax.set_ylabel(ylabel)
+def _num(value: Any) -> bool:
+    return isinstance(value, (int, float))
+
+
+def _points(ax: Any, rows: list[dict[str, Any]], conds: list[str], pos: dict[str, int],
+            key: str, layer_key: str | None) -> None:
+    """Each condition's value per model, offset side by side, with its 95% interval."""
+    drawn = 0
+    for j, cond in enumerate(conds):
+        dx = (j - (len(conds) - 1) / 2) * 0.12
+        color = f"C{j % 10}"
+        mine = [r for r in rows if r["condition"] == cond and _num(r.get(key))]
+        for k, row in enumerate(mine):
+            x, value, lo, hi = pos[row["run"]] + dx, row[key], row.get(f"{key}_lo"), \
+                row.get(f"{key}_hi")
+            if _num(lo) and _num(hi):
+                # Clipped at the value where rounding put a bound past it.
+                ax.errorbar(x, value, yerr=[[max(value - lo, 0)], [max(hi - value, 0)]],
+                            color=color, capsize=2, linewidth=0.8)
+            marker, filled = MARKERS.get(row.get("kind") or "", ("X", True))
+            ax.plot(x, value, marker, color=color, mfc=color if filled else "none",
+                    label=cond if k == 0 else None)
+            if layer_key and row.get(layer_key) is not None:
+                ax.annotate(f"L{row[layer_key]}", (x, value), fontsize=7,
+                            xytext=(3, 3), textcoords="offset points")
+            drawn += 1
+    if not drawn:
+        ax.text(0.5, 0.75, "not computed for any run", ha="center", transform=ax.transAxes)
 
 
 def plot_compare(result: dict[str, Any], path: str | Path) -> Path:
-    """Gains vs model (ordered by size; filled = aligned/chat, hollow = base), and peaks."""
+    """Gains, probe accuracy and patching peak per model (ordered by size) and condition."""
     plt = pyplot()
     runs = _model_order(result["runs"])
     pos = {r["run"]: i for i, r in enumerate(runs)}
     conds = list(dict.fromkeys(row["condition"] for row in result["rows"]))
-    fig, axes = plt.subplots(2, 3, figsize=(max(12.0, 2.2 * len(runs) + 8), 7.5))
-    gain_axes = [axes[0, 0], axes[0, 1], axes[1, 0], axes[1, 1]]
-    for ax, (key, title) in zip(gain_axes, PANELS, strict=True):
-        for j, cond in enumerate(conds):
-            dx = (j - (len(conds) - 1) / 2) * 0.12
-            rows = [r for r in result["rows"] if r["condition"] == cond
-                    and isinstance(r.get(key), (int, float))]
-            color = f"C{j % 10}"
-            for k, row in enumerate(rows):
-                x, lo, hi = pos[row["run"]] + dx, row.get(f"{key}_lo"), row.get(f"{key}_hi")
-                if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
-                    # The paired 95% interval; clipped at the value if rounding put it past.
-                    ax.errorbar(x, row[key], yerr=[[max(row[key] - lo, 0)],
-                                                   [max(hi - row[key], 0)]],
-                                color=color, capsize=2, linewidth=0.8)
-                ax.plot(x, row[key], "o" if row["kind"] != "base" else "s",
-                        color=color, mfc=color if row["kind"] != "base" else "none",
-                        label=cond if k == 0 else None)
-        ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
-        ax.set_title(title + " (instructed − baseline)", fontsize=10)
-        ax.set_ylabel("gain")
-    _peak_panel(axes[0, 2], runs, "probe_accuracy", "probe_layer",
-                "best probe accuracy (label: layer)", "accuracy")
-    _peak_panel(axes[1, 2], runs, "patching_peak", "patching_peak_layer",
-                "peak patching effect (label: layer)", "effect")
+    warnings = result.get("warnings") or []
+    fig, axes = plt.subplots(2, 3, figsize=(max(12.0, 2.2 * len(runs) + 8),
+                                            7.5 + 0.3 * len(warnings)))
+    for ax, (key, title, layer_key) in zip(axes.ravel(), PANELS, strict=True):
+        _points(ax, result["rows"], conds, pos, key, layer_key)
+        # chance for a balanced binary probe; no change for gains and patching effects
+        ax.axhline(0.5 if key == "probe_accuracy" else 0.0, color="grey", linewidth=0.8,
+                   linestyle="--")
+        ax.set_title(title + ("" if layer_key else " (condition − baseline)"), fontsize=10)
+        ax.set_ylabel({"probe_accuracy": "accuracy", "patching_peak": "effect"}.get(key, "gain"))
     labels = [f"{Path(str(r['model'])).name}\n{_size_label(r['n_params'])}, {r['kind'] or '?'}"
               for r in runs]
     for ax in axes.ravel():
         ax.set_xticks(range(len(runs)))
-        ax.set_xticklabels(labels, fontsize=7)
+        ax.set_xticklabels(labels, fontsize=9)
         ax.set_xlim(-0.6, len(runs) - 0.4)
     handles, names = axes[0, 0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, names, loc="upper right", fontsize=8, title="condition")
-    fig.suptitle("Self-correction gain by model, paired 95% template-cluster bootstrap "
-                 "interval (bias: < 0 = less biased; circle = aligned/chat, hollow square = base)",
-                 fontsize=10)
+        fig.legend(handles, names, loc="upper right", fontsize=9, title="condition")
+    fig.suptitle("Self-correction by model, paired 95% template-cluster bootstrap intervals\n"
+                 "(bias: < 0 = less biased; filled circle = chat template, hollow square = "
+                 "base, cross = unknown)", fontsize=10, x=0.45)
+    bottom = 0.0
+    if warnings:
+        text = "\n".join(textwrap.fill("WARNING: " + w, 160) for w in warnings)
+        fig.text(0.01, 0.005, text, color="tab:red", fontsize=8, va="bottom")
+        bottom = min(0.3, 0.035 * (text.count("\n") + 1))
     path = Path(path)
-    fig.tight_layout(rect=(0, 0, 0.93, 0.95))
+    fig.tight_layout(rect=(0, bottom, 0.9, 0.93))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
