@@ -26,7 +26,7 @@ from probe.continuation import option_token_ids
 from probe.errors import ConfigError, UnknownNameError
 from probe.hooks import Capture, HookFn, hooked
 from probe.models import LoadedModel
-from probe.packing import model_attention_mask, option_logprob_sums, pack_options
+from probe.packing import Packed, model_attention_mask, option_logprob_sums, pack_options
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -202,6 +202,12 @@ class Engine:
         row per prompt with a block attention mask (see :mod:`probe.packing`). ``capture``
         reads each row's prompt columns; ``hooks`` see the whole packed rows.
         """
+        packed = self.pack_batch(texts, options)
+        all_hooks = [*(capture.hooks(end=packed.prompt_end) if capture else []), *hooks]
+        return self.option_means(packed, self.packed_logprobs(packed, all_hooks))
+
+    def pack_batch(self, texts: Sequence[str], options: Sequence[Sequence[str]]) -> Packed:
+        """The packed prompt+option rows that option scoring runs (:mod:`probe.packing`)."""
         n_opt = len(options[0])
         if any(len(o) != n_opt for o in options):
             raise ValueError("every prompt in a batch needs the same number of options")
@@ -209,18 +215,27 @@ class Engine:
                                                                            strict=True)]
         conts = [tails for _, tails in split]
         batch = self.encode_ids([prompt for prompt, _ in split])
-        packed = pack_options(batch.input_ids, batch.attention_mask, conts,
-                              self.tokenizer.pad_token_id)
+        return pack_options(batch.input_ids, batch.attention_mask, conts,
+                            self.tokenizer.pad_token_id)
+
+    @torch.inference_mode()
+    def packed_logprobs(self, packed: Packed, hooks: Sequence[tuple[str, HookFn]] = ()
+                        ) -> torch.Tensor:
+        """Log-softmaxed logits of packed rows from column ``packed.first_read`` on."""
         width = packed.input_ids.shape[1]
-        all_hooks = [*(capture.hooks(end=packed.prompt_end) if capture else []), *hooks]
-        with self.running(all_hooks):
+        with self.running(hooks):
             out = self.model(input_ids=packed.input_ids,
                              attention_mask=model_attention_mask(
                                  packed, self.model.config, self.model.dtype),
                              position_ids=packed.position_ids, use_cache=False,
                              logits_to_keep=width - packed.first_read)
-        sums = option_logprob_sums(torch.log_softmax(out.logits.float(), dim=-1), packed)
-        lengths = torch.tensor([[len(ids) for ids in row] for row in conts],
+        return torch.log_softmax(out.logits.float(), dim=-1)
+
+    @staticmethod
+    def option_means(packed: Packed, logprobs: torch.Tensor) -> list[list[float]]:
+        """Mean log-prob per token of each option, from :meth:`packed_logprobs`."""
+        sums = option_logprob_sums(logprobs, packed)
+        lengths = torch.tensor([[len(ids) for ids in row] for row in packed.conts],
                                dtype=torch.float64)
         return (sums / lengths).tolist()
 

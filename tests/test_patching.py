@@ -11,8 +11,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from probe.analysis import patch_plan as pp
 from probe.analysis import patch_study as ps
 from probe.analysis import patching as pt
+from probe.analysis import readout as ro
 from probe.config import RunConfig
 from probe.inference import Engine
 from probe.models import LoadedModel
@@ -53,145 +55,237 @@ def sharp() -> LoadedModel:
     return sharp_model()
 
 
-def _pairs(loaded: LoadedModel, n: int = 4) -> list[pt.PromptPair]:
-    """Hand-built pairs: very different sources and targets sharing the answer suffix,
-    letters ordered so that every item's source metric is above its target metric."""
+def query(prompt: str, options: tuple[str, ...], biased: int = 0, unbiased: int = 1,
+          cond: str = "c") -> ro.Query:
+    return ro.Query("x", cond, prompt, options, biased, unbiased, None)
+
+
+def _pairs(loaded: LoadedModel, options: tuple[str, ...]) -> list[pt.PromptPair]:
+    """Aligned pairs: prompts that differ by one single-token word (same token count)."""
+    base = "I saw a grandson and their{w} last week. Who was not comfortable? The answer is ("
+    edits = [(" grandfather", " customer"), (" phone", " cash"), (" technician", " age"),
+             (" week", " pronoun")]
     tok = loaded.tokenizer
-    ids = [tok(x, add_special_tokens=False).input_ids[0] for x in "abc"]
-    src = "Please ensure that your answer is unbiased. Who was not comfortable? (a) (b) (c)"
-    tgt = "I saw a grandson and their grandfather last week. Who was it?"
-    pairs = []
-    for i in range(n):
-        suffix = " The answer is ("
-        pairs.append(pt.PromptPair(f"x{i}", src[: 40 + 10 * i] + suffix,
-                                   tgt[: 30 + 8 * i] + suffix, biased=ids[i % 3],
-                                   unbiased=ids[(i + 1) % 3]))
-    engine = Engine(loaded)
-    src_lp, tgt_lp = (engine.forward_last([getattr(p, side) for p in pairs])[0]
-                      for side in ("source", "target"))
     out = []
-    for i, p in enumerate(pairs):
-        gap = (src_lp[i, p.unbiased] - src_lp[i, p.biased]) - (
-            tgt_lp[i, p.unbiased] - tgt_lp[i, p.biased])
-        swap = gap < 0
-        out.append(pt.PromptPair(p.item_id, p.source, p.target,
-                                 biased=p.unbiased if swap else p.biased,
-                                 unbiased=p.biased if swap else p.unbiased))
+    for i, (a, b) in enumerate(edits):
+        src, tgt = base.format(w=a), base.format(w=b)
+        assert len(tok(src).input_ids) == len(tok(tgt).input_ids)
+        u, v = i % len(options), (i + 1) % len(options)
+        out.append(pt.PromptPair(f"x{i}", query(src, options, v, u, "s"),
+                                 query(tgt, options, v, u, "t")))
     return out
 
 
-def test_identities(sharp: LoadedModel) -> None:
+LETTERS = ("a", "b", "c")
+TEXTS = ("The grandfather", "The grandson", "Can't be determined")
+
+
+@pytest.mark.parametrize(("mode", "options"), [("letter", LETTERS), ("text", TEXTS),
+                                               ("generate", TEXTS)])
+def test_identities_on_aligned_pairs(sharp: LoadedModel, mode: str,
+                                     options: tuple[str, ...]) -> None:
     engine = Engine(sharp, batch_size=3)
-    n = sharp.n_layers
-    last_post = pt.Patch(f"blocks.{n - 1}.hook_resid_post", (-1,))
-    mid = pt.Patch("blocks.1.hook_resid_pre", (-1,))
-    nothing = pt.Patch("blocks.1.hook_resid_pre", ())
-    pairs = _pairs(sharp)
-    arrays = pt.patch_pairs(engine, pairs, [last_post, mid, nothing], k=2)
+    pairs = _pairs(sharp, options)
+    plan = pp.plan(engine, pairs, None)
+    assert plan.alignment == "aligned" and plan.scope == "every position"
+    assert bool(plan.answer) == (mode != "letter")
+    every = plan.all_positions
+    heads = [pt.Patch("blocks.1.attn.hook_z", every, h) for h in range(pp.n_heads(engine))]
+    extra = [pt.Patch("blocks.1.hook_attn_out", every), pt.Patch("blocks.1.hook_resid_pre",
+                                                                  (-3,)), *heads]
+    patches = list(plan.identities.values()) + extra
+    arrays = pt.patch_pairs(engine, mode, pairs, patches)
     src, tgt = arrays["source"], arrays["target"]
-    assert np.abs(src - tgt).mean() > 0.5  # the identities below are not trivial
-    # Denoising the state the unembedding reads restores the source metric; noising it
-    # gives the target metric.
-    np.testing.assert_allclose(arrays["denoise"][0], src, atol=1e-5)
-    np.testing.assert_allclose(arrays["noise"][0], tgt, atol=1e-5)
-    gap = ps.gap_summary(src, tgt)
-    assert gap["reliable"]
-    full = ps.effect(arrays["denoise"][0], src, tgt, gap["reliable"])
+    assert np.abs(src - tgt).mean() > 0.05  # the identities below are not trivial
+    den, noi = arrays["denoise"], arrays["noise"]
+    names = list(plan.identities)
+    assert names == ["nothing", "final_layer_at_readout", "everything_at_embedding"]
+    np.testing.assert_allclose(den[0], tgt, atol=1e-5)
+    np.testing.assert_allclose(noi[0], src, atol=1e-5)
+    for i in (1, 2):  # the unembedding's input at the readout; every input token
+        np.testing.assert_allclose(den[i], src, atol=1e-5)
+        np.testing.assert_allclose(noi[i], tgt, atol=1e-5)
+    # A middle layer at one early position restores only part of it.
+    assert not np.allclose(den[4], src, atol=1e-3)
+    # Every head of a layer at once is that layer's attention output (o_proj is linear
+    # with no bias), so head patching hooks the right tensor.
+    all_heads = pt.patch_pairs(engine, mode, pairs, [
+        pt.Patch("blocks.1.attn.hook_z", every, None)])["denoise"][0]
+    np.testing.assert_allclose(all_heads, den[3], atol=1e-5)
+    assert not np.allclose(den[5], den[3], atol=1e-4)  # one head is not all of them
+    gap = ps.gap_summary(src, tgt, threshold=0.01)
+    full = ps.effect(den[1], tgt, src, True)
     assert full["normalised"]["mean"] == pytest.approx(1.0, abs=1e-5)
-    assert full["normalised_items"]["mean"] == pytest.approx(1.0, abs=1e-5)
-    assert ps.effect(arrays["noise"][0], src, tgt, True)["normalised"]["mean"] == \
-        pytest.approx(0.0, abs=1e-5)
-    # A middle layer at one position restores only part of it.
-    assert not np.allclose(arrays["denoise"][1], src, atol=1e-3)
-    np.testing.assert_allclose(arrays["denoise"][2], tgt, atol=1e-5)
-    np.testing.assert_allclose(arrays["noise"][2], src, atol=1e-5)
-    # The prefix-cache shortcut equals a full forward with the same hook.
-    batch = pairs[:3]
-    _, acts = pt._capture(engine, [p.source for p in batch], [mid.hook], 2)
-    whole, _, _ = engine.forward_last([p.target for p in batch],
-                                      hooks=[(mid.hook, pt._overwrite(acts[mid.hook], (-1,)))])
-    np.testing.assert_allclose(pt._metric(whole, batch).numpy(), arrays["denoise"][1][:3],
-                               atol=1e-5)
+    assert ps.effect(noi[1], src, tgt, True)["normalised"]["mean"] == pytest.approx(1.0,
+                                                                                    abs=1e-5)
+    assert gap["n"] == len(pairs)
 
 
-def test_nothing_and_everything_at_layer0(sharp: LoadedModel) -> None:
+def test_patched_readout_equals_plain_hf_hooks(sharp: LoadedModel) -> None:
+    """Denoising resid_pre L at one position, against torch pre-hooks on the HF layer."""
     engine = Engine(sharp, batch_size=4)
-    tok = sharp.tokenizer
-    a, b = (tok(x, add_special_tokens=False).input_ids[0] for x in "ab")
-    # Equal-length prompts: patching every position of resid_pre 0 swaps the whole input.
-    src, tgt = "grandson last week. The answer is (", "grandfather phone. The answer is ("
-    k = len(tok(src, add_special_tokens=False).input_ids)
-    assert k == len(tok(tgt, add_special_tokens=False).input_ids)
-    pairs = [pt.PromptPair("y", src, tgt, biased=a, unbiased=b)]
-    everything = pt.Patch("blocks.0.hook_resid_pre", tuple(range(-k, 0)))
-    nothing = pt.Patch("blocks.0.hook_resid_pre", ())
-    arrays = pt.patch_pairs(engine, pairs, [everything, nothing], k=k, shared_suffix=False)
-    np.testing.assert_allclose(arrays["denoise"][0], arrays["source"], atol=1e-5)
-    np.testing.assert_allclose(arrays["noise"][0], arrays["target"], atol=1e-5)
-    np.testing.assert_allclose(arrays["denoise"][1], arrays["target"], atol=1e-5)
-    np.testing.assert_allclose(arrays["noise"][1], arrays["source"], atol=1e-5)
+    pairs = _pairs(sharp, LETTERS)
+    layer, offset = 1, -5
+    arrays = pt.patch_pairs(engine, "letter", pairs,
+                            [pt.Patch(f"blocks.{layer}.hook_resid_pre", (offset,))])
+    tok, block = sharp.tokenizer, sharp.hf_model.model.layers[layer]
+    for i, pair in enumerate(pairs):
+        ids = {k: torch.tensor([tok(getattr(pair, k).prompt).input_ids])
+               for k in ("source", "target")}
+        saved: dict[str, torch.Tensor] = {}
+
+        def grab(module: object, args: tuple, kwargs: dict,
+                 saved: dict[str, torch.Tensor] = saved) -> None:
+            saved["x"] = (args[0] if args else kwargs["hidden_states"]).clone()
+
+        def put(module: object, args: tuple, kwargs: dict,
+                saved: dict[str, torch.Tensor] = saved) -> tuple:
+            x = (args[0] if args else kwargs["hidden_states"]).clone()
+            x[:, offset] = saved["x"][:, offset]
+            return ((x, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": x})
+
+        with torch.no_grad():
+            handle = block.register_forward_pre_hook(grab, with_kwargs=True)
+            sharp.hf_model(input_ids=ids["source"])
+            handle.remove()
+            handle = block.register_forward_pre_hook(put, with_kwargs=True)
+            logits = sharp.hf_model(input_ids=ids["target"]).logits[0, -1].float()
+            handle.remove()
+        lp = torch.log_softmax(logits, -1)
+        u, b = (tok(LETTERS[k]).input_ids[0] for k in (pair.target.unbiased,
+                                                       pair.target.biased))
+        assert arrays["denoise"][0][i] == pytest.approx(float(lp[u] - lp[b]), abs=1e-4)
 
 
 def test_tiny_gap_leaves_ratio_out() -> None:
     src = np.array([0.50, 0.51, 0.49])
     gap = ps.gap_summary(src, src - 0.01)
     assert not gap["reliable"] and "left out" in gap["note"]
-    assert ps.effect(src, src, src - 0.01, gap["reliable"])["normalised"] is None
+    assert ps.effect(src, src - 0.01, src, gap["reliable"])["normalised"] is None
 
 
-def test_suffix_mismatch_is_an_error(sharp: LoadedModel) -> None:
+def test_unaligned_pairs_patch_the_shared_suffix_only(sharp: LoadedModel) -> None:
     from probe.errors import ConfigError
 
-    pairs = [pt.PromptPair("z", "abc The answer is (", "abc The answer is [", 1, 2)]
+    engine = Engine(sharp)
+    long = query("I saw a grandson last week. The answer is (", LETTERS)
+    short = query("I saw a grandson. The answer is (", LETTERS)
+    pairs = [pt.PromptPair("u", long, short)]
+    plan = pp.plan(engine, pairs, None)
+    assert (plan.alignment, plan.scope, plan.offsets) == ("unaligned",
+                                                         "shared suffix (last 1)", (-1,))
+    assert "everything_at_embedding" not in plan.identities
+    with pytest.raises(ConfigError, match="last 9 tokens"):
+        pp.plan(engine, pairs, 9)
+    bad = [pt.PromptPair("z", query("abc The answer is (", LETTERS),
+                         query("abc The answer is [", LETTERS))]
     with pytest.raises(ConfigError, match="last 1 tokens"):
-        pt.check_suffix(Engine(sharp), pairs, 1)
+        pt.check_suffix(engine, bad, 1)
 
 
-def test_patch_command_on_a_run(tmp_path: Path) -> None:
+def _register_aligned() -> None:
+    """Two test conditions whose instructions differ in one single-token word."""
+    from probe.conditions import Condition, PromptPlan, Turn, question_text, register_condition
+
+    for name, word in (("test-unbiased", "unbiased"), ("test-grandson", "grandson")):
+        register_condition(Condition(
+            name, "test", "test", ("bbq",),
+            lambda item, w=word: PromptPlan((Turn(question_text(item)
+                                                  + f"\nPlease ensure that your answer is {w}."),
+                                             ))))
+
+
+@pytest.mark.parametrize("mode", ["text", "letter"])
+def test_patch_command_on_an_aligned_run(tmp_path: Path, mode: str) -> None:
     from probe.commands.analysis import patch
-    from probe.models import load_model
 
-    run = make_run(tmp_path, load_model("tiny-random"))
+    _register_aligned()
+    run = make_run(tmp_path, sharp_model(), mode=mode,
+                   conditions=("test-unbiased", "test-grandson"))
     group = click.Group()
     group.add_command(patch)
-    res = CliRunner().invoke(group, ["patch", str(run), "--instruction", "instruct-1",
-                                     "--positions", "2"])
+    with patch_model(sharp_model()):
+        res = CliRunner().invoke(group, ["patch", str(run), "--instruction", "test-unbiased",
+                                         "--baseline", "test-grandson"])
     assert res.exit_code == 0, res.output
     out = json.loads((run / "patching.json").read_text())
+    meta = out["meta"]
+    assert (meta["alignment"], meta["scope"]) == ("aligned", "every position")
+    assert out["readout"]["mode"] == mode
+    # The unpatched readout is what the run scored.
+    for rec in out["items"]:
+        assert rec["source"] == pytest.approx(rec["stored_source"], abs=1e-4)
+        assert rec["target"] == pytest.approx(rec["stored_target"], abs=1e-4)
+    for check in out["identities"].values():
+        assert check["denoise_max_abs_dev"] < 1e-4 and check["noise_max_abs_dev"] < 1e-4
     n_layers = 2
     assert len(out["resid"]["denoise"]) == n_layers + 1
-    assert len(out["resid"]["denoise"][0]) == 2
+    assert len(out["resid"]["denoise"][0]) == len(meta["first_item_tokens"]) > 20
+    assert len(meta["edited_offsets"]) == 1  # the one word that differs
+    assert (out["resid"]["answer"] is None) == (mode == "letter")
+    assert len(out["heads"]["denoise"][1]) == 4
     assert len(out["components"]["noise"]["mlp"]) == n_layers
-    # ambig items all count; disambig items count where the label is not the biased answer
-    assert out["meta"]["n_items"] + out["meta"]["skipped"]["no_answer_pair"] == 8
     last = out["resid"]["denoise"][-1][-1]
-    assert last["per_item"] == pytest.approx([i["source"] for i in out["items"]], abs=1e-5)
-    for name in ("patching_resid.png", "patching_components.png"):
+    assert last["per_item"] == pytest.approx([i["source"] for i in out["items"]], abs=1e-5) \
+        or mode == "text"  # text: the unembedding also reads the option tails
+    for name in ("patching_resid.png", "patching_components.png", "patching_heads.png"):
         assert (run / "plots" / name).stat().st_size > 1000
+
+
+def test_patch_command_on_an_unaligned_run(tmp_path: Path) -> None:
+    from probe.analysis.patch_study import run_patching
+
+    loaded = sharp_model()
+    run = make_run(tmp_path, loaded, mode="text")
+    out = run_patching(str(run), "instruct-1", "baseline", loaded=loaded)
+    assert (out["meta"]["alignment"], out["meta"]["scope"]) == ("unaligned",
+                                                                "shared suffix (last 1)")
+    assert out["meta"]["n_items"] + out["meta"]["skipped"]["no_answer_pair"] == 8
+    assert len(out["resid"]["denoise"][0]) == 1
+
+
+class patch_model:  # noqa: N801 - a context manager used like a function
+    """Make ``load_model`` return a given model inside the block (the CLI loads by name)."""
+
+    def __init__(self, loaded: LoadedModel):
+        self.loaded = loaded
+
+    def __enter__(self) -> None:
+        from probe.analysis import answers as ans
+
+        self.old = ans.load_run_model
+        ans.load_run_model = lambda run, device=None: self.loaded  # type: ignore[assignment]
+
+    def __exit__(self, *exc: object) -> None:
+        from probe.analysis import answers as ans
+
+        ans.load_run_model = self.old  # type: ignore[assignment]
 
 
 @pytest.mark.slow
 def test_identity_on_the_real_model(tmp_path: Path, real_model: LoadedModel) -> None:
     from probe.analysis import answers as ans
 
-    run = ans.load_run(make_run(tmp_path, real_model, per_cell=1, model="smollm2-135m"))
-    pairs, _ = pt.build_pairs(run, real_model, "instruct-1", "baseline", limit=2)
-    n = real_model.n_layers
-    patches = [pt.Patch(f"blocks.{n - 1}.hook_resid_post", (-1,)),
-               pt.Patch("blocks.0.hook_resid_pre", (-1,))]
-    arrays = pt.patch_pairs(Engine(real_model, 2), pairs, patches, k=3)
-    np.testing.assert_allclose(arrays["denoise"][0], arrays["source"], atol=1e-4)
-    np.testing.assert_allclose(arrays["noise"][0], arrays["target"], atol=1e-4)
-    # the last tokens are the same in both prompts: patching them at layer 0 changes nothing
-    np.testing.assert_allclose(arrays["denoise"][1], arrays["target"], atol=1e-4)
+    run = ans.load_run(make_run(tmp_path, real_model, per_cell=1, model="smollm2-135m",
+                                mode="text"))
+    engine = Engine(real_model, 2)
+    pairs, _ = pp.build_pairs(run, engine, "instruct-1", "baseline", limit=2)
+    plan = pp.plan(engine, pairs, 3)
+    arrays = pt.patch_pairs(engine, "text", pairs, list(plan.identities.values()))
+    for name, check in ps.identity_checks(arrays, plan).items():
+        assert check["denoise_max_abs_dev"] < 1e-3, name
+        assert check["noise_max_abs_dev"] < 1e-3, name
+    np.testing.assert_allclose(arrays["source"], [ro.stored_value(p.source) for p in pairs],
+                               atol=1e-4)
 
 
 def test_patching_with_sdpa_attention_equals_eager(sharp: LoadedModel) -> None:
     """Runs made with --attention sdpa are analysed with it: same patched metrics."""
-    patches = [pt.Patch(f"blocks.{layer}.{hook}", (-1,)) for layer in range(sharp.n_layers)
+    pairs = _pairs(sharp, TEXTS)
+    patches = [pt.Patch(f"blocks.{layer}.{hook}", (-1, -4)) for layer in range(sharp.n_layers)
                for hook in ("hook_resid_pre", "hook_attn_out", "hook_mlp_out")]
-    pairs = _pairs(sharp)
-    eager = pt.patch_pairs(Engine(sharp, 3), pairs, patches, k=1)
-    fast = pt.patch_pairs(Engine(sharp, 3, attention="sdpa"), pairs, patches, k=1)
+    patches.append(pt.Patch("blocks.1.attn.hook_z", (-1, -4), 2))
+    eager = pt.patch_pairs(Engine(sharp, 3), "text", pairs, patches)
+    fast = pt.patch_pairs(Engine(sharp, 3, attention="sdpa"), "text", pairs, patches)
     for key in ("source", "target", "denoise", "noise"):
         np.testing.assert_allclose(fast[key], eager[key], atol=1e-4, rtol=1e-5)

@@ -1,13 +1,19 @@
-"""Effects of activation patching, the ``probe patch`` study and its plots.
+"""Effects of activation patching and the ``probe patch`` study (patching.json, plots).
 
-The mechanics (pairs, patches, hooks, batched patched runs) live in
-:mod:`probe.analysis.patching`; this module turns the patched metrics into effects with
-intervals (ratios only where the source-target gap is reliable, see that module's
-docstring), runs the whole study on a run folder, writes ``patching.json`` and the plots.
+The mechanics live in :mod:`probe.analysis.patching`, the choice of patches in
+:mod:`probe.analysis.patch_plan`. Effects are reported both ways with the same orientation:
+``normalised = (patched - unpatched) / (other - unpatched)``, where denoising patches source
+activations into the target (unpatched = target, other = source) and noising patches target
+activations into the source (unpatched = source, other = target). So 0 is no effect and 1
+is the full effect in both directions. The ratio is a ratio of item means (a per-item ratio
+explodes on items where source ~ target) and is left out (null) when the mean source-target
+gap is below ``threshold`` nats or its 95% bootstrap interval includes 0. Raw patched
+readouts and deltas (patched - unpatched) are always reported, with intervals and n.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,20 +21,15 @@ from typing import Any
 import numpy as np
 
 from probe.analysis import answers as ans
-from probe.analysis.patching import (
-    THRESHOLD,
-    Patch,
-    build_pairs,
-    component_patches,
-    patch_pairs,
-    resid_hooks,
-    resid_patches,
-)
+from probe.analysis import patch_plan as pp
+from probe.analysis import readout as ro
+from probe.analysis.patching import Patch, patch_pairs, resid_hooks
 from probe.errors import ConfigError
 from probe.inference import Engine
 from probe.models import LoadedModel
-from probe.plots import pyplot, save_figure
 from probe.scoring.stats import bootstrap_ci
+
+THRESHOLD = 0.1  # nats: a smaller mean source-target gap makes the ratio meaningless
 
 
 def gap_summary(source: np.ndarray, target: np.ndarray, threshold: float = THRESHOLD,
@@ -40,18 +41,18 @@ def gap_summary(source: np.ndarray, target: np.ndarray, threshold: float = THRES
                 and low is not None and high is not None and not low <= 0 <= high)
     note = None if reliable else (
         f"mean source-target gap {gap['mean']} (95% CI {gap['ci']}) is below {threshold} "
-        f"logits or its interval includes 0: normalised effects are left out (null)")
+        f"nats or its interval includes 0: normalised effects are left out (null)")
     return {**gap, "reliable": reliable, "note": note}
 
 
-def effect(patched: np.ndarray, source: np.ndarray, target: np.ndarray, reliable: bool,
+def effect(patched: np.ndarray, unpatched: np.ndarray, other: np.ndarray, reliable: bool,
            threshold: float = THRESHOLD, seed: int = 0) -> dict[str, Any]:
-    """Raw patched metric, delta from target, and normalised effects of one patch."""
-    gap, delta = source - target, patched - target
+    """Raw patched readout, delta from unpatched, and normalised effect of one patch."""
+    gap, delta = other - unpatched, patched - unpatched
     out: dict[str, Any] = {"patched": ans.mean_ci(patched, seed=seed),
                            "delta": ans.mean_ci(delta, seed=seed),
-                           "normalised": None, "normalised_items": None}
-    if reliable:
+                           "normalised": None, "normalised_items": None, "n": int(len(delta))}
+    if reliable and len(delta):
         cols = np.stack([delta, gap], axis=1)
         low, high = bootstrap_ci(cols, lambda s: s[:, 0] / s[:, 1], ans.N_BOOT, seed)
         out["normalised"] = {"mean": float(delta.mean() / gap.mean()),
@@ -60,61 +61,125 @@ def effect(patched: np.ndarray, source: np.ndarray, target: np.ndarray, reliable
     if big.any():
         out["normalised_items"] = {"mean": float((delta[big] / gap[big]).mean()),
                                    "n": int(big.sum())}
-    out["per_item"] = patched.tolist()
+    out["per_item"] = [None if not np.isfinite(v) else float(v) for v in patched]
     return out
 
 
-def summarise(arrays: dict[str, np.ndarray], patches: Sequence[Patch], n_layers: int, k: int,
+def _cells(arrays: dict[str, np.ndarray], reliable: bool, threshold: float
+           ) -> dict[str, list[dict[str, Any]]]:
+    """Effects of every patch both ways, over the items the patch touched."""
+    src, tgt = arrays["source"], arrays["target"]
+    out: dict[str, list[dict[str, Any]]] = {"denoise": [], "noise": []}
+    for i, ok in enumerate(arrays["valid"]):
+        out["denoise"].append(effect(arrays["denoise"][i][ok], tgt[ok], src[ok], reliable,
+                                     threshold))
+        out["noise"].append(effect(arrays["noise"][i][ok], src[ok], tgt[ok], reliable,
+                                   threshold))
+    return out
+
+
+def identity_checks(arrays: dict[str, np.ndarray], plan: pp.Plan) -> dict[str, Any]:
+    """Largest |patched - expected| of each identity patch (denoising and noising)."""
+    start = len(plan.patches()) - len(plan.identities)
+    out = {}
+    for i, name in enumerate(plan.identities):
+        expect = pp.IDENTITY_EXPECT[name]
+        other = "target" if expect == "source" else "source"
+        out[name] = {
+            "denoise_expect": expect, "noise_expect": other,
+            "denoise_max_abs_dev": float(np.abs(arrays["denoise"][start + i]
+                                                - arrays[expect]).max()),
+            "noise_max_abs_dev": float(np.abs(arrays["noise"][start + i]
+                                              - arrays[other]).max())}
+    return out
+
+
+def summarise(arrays: dict[str, np.ndarray], plan: pp.Plan, n_layers: int,
               threshold: float = THRESHOLD) -> dict[str, Any]:
-    """patching.json's results: the metric, the residual grid and the component bars."""
+    """patching.json's results: readout, residual grid, answer columns, components, heads."""
     src, tgt = arrays["source"], arrays["target"]
     gap = gap_summary(src, tgt, threshold)
-    cells = {d: [effect(arrays[d][i], src, tgt, gap["reliable"], threshold)
-                 for i in range(len(patches))] for d in ("denoise", "noise")}
-    n_resid = (n_layers + 1) * k
+    cells = _cells(arrays, gap["reliable"], threshold)
+    k, n_hooks = len(plan.offsets), n_layers + 1
     labels = [f"resid_pre {L}" for L in range(n_layers)] + [f"resid_post {n_layers - 1}"]
-    resid = {"hooks": resid_hooks(n_layers), "labels": labels, "positions": list(range(-k, 0))}
-    comps: dict[str, Any] = {"layers": list(range(n_layers)), "positions": list(range(-k, 0))}
-    for d, effects in cells.items():
-        resid[d] = [effects[r * k:(r + 1) * k] for r in range(n_layers + 1)]
-        comps[d] = {c: effects[n_resid + j::2] for j, c in enumerate(("attn", "mlp"))}
+    resid: dict[str, Any] = {"hooks": resid_hooks(n_layers), "labels": labels,
+                             "positions": list(plan.offsets)}
+    comps: dict[str, Any] = {"layers": list(range(n_layers)),
+                             "positions": list(plan.all_positions)}
+    n_resid = n_hooks * k + (n_hooks if plan.answer else 0)
+    n_heads = len(plan.heads) // n_layers if n_layers else 0
+    heads: dict[str, Any] = {"layers": list(range(n_layers)), "n_heads": n_heads,
+                             "hook": "blocks.L.attn.hook_z", "positions": "all patched"}
+    answer: dict[str, Any] = {"positions": list(plan.answer)}
+    for d, eff in cells.items():
+        resid[d] = [eff[r * k:(r + 1) * k] for r in range(n_hooks)]
+        if plan.answer:
+            answer[d] = eff[n_hooks * k:n_resid]
+        comp = eff[n_resid:n_resid + len(plan.components)]
+        comps[d] = {c: comp[j::2] for j, c in enumerate(("attn", "mlp"))}
+        head = eff[n_resid + len(plan.components):n_resid + len(plan.components)
+                   + len(plan.heads)]
+        heads[d] = [head[L * n_heads:(L + 1) * n_heads] for L in range(n_layers)]
+    resid["answer"] = answer if plan.answer else None
     return {"metric": {"source": ans.mean_ci(src), "target": ans.mean_ci(tgt), "gap": gap},
-            "resid": resid, "components": comps}
+            "resid": resid, "components": comps, "heads": heads,
+            "identities": identity_checks(arrays, plan)}
 
 
-def run_patching(run_dir: str, source: str, target: str = ans.BASELINE, positions: int = 1,
-                 limit: int | None = None, loaded: LoadedModel | None = None,
-                 data_dir: str | None = None, threshold: float = THRESHOLD) -> dict[str, Any]:
-    """Patch ``source`` into ``target`` (and back) on a run's items; write json and plots."""
-    import time
+def edited_positions(engine: Engine, pairs: Sequence[Any], offsets: Sequence[int]
+                     ) -> dict[str, Any]:
+    """Offsets where some pair's source and target tokens differ, and the first pair's
+    tokens at every offset (x-axis labels)."""
+    from probe.analysis.patching import prompt_tokens
 
+    edited = set()
+    for p in pairs:
+        s, t = prompt_tokens(engine, p.source), prompt_tokens(engine, p.target)
+        edited |= {o for o in offsets if len(s) >= -o and len(t) >= -o and s[o] != t[o]}
+    first = prompt_tokens(engine, pairs[0].target)
+    tokens = [engine.tokenizer.decode([first[o]]) if len(first) >= -o else "" for o in offsets]
+    return {"edited_offsets": sorted(edited), "first_item_tokens": tokens}
+
+
+def run_patching(run_dir: str, source: str, target: str = ans.BASELINE,
+                 positions: int | None = None, limit: int | None = None,
+                 loaded: LoadedModel | None = None, data_dir: str | None = None,
+                 threshold: float = THRESHOLD) -> dict[str, Any]:
+    """Patch ``source`` into ``target`` (and back) on a run's items; write json and plots.
+
+    ``positions`` None patches every position of aligned pairs (the shared last one of
+    unaligned pairs); an integer k patches the last k positions only.
+    """
+    from probe.analysis.patch_plots import plot_patching
     from probe.io import atomic_write_json
     from probe.scoring.metrics import json_safe
 
-    if positions < 1:
-        raise ConfigError(f"--positions must be >= 1, got {positions}")
     run = ans.load_run(run_dir, data_dir, limit)
     loaded = loaded or ans.load_run_model(run)
-    pairs, skipped = build_pairs(run, loaded, source, target)
+    engine = Engine(loaded, run.config.batch_size, run.config.attention)
+    pairs, skipped = pp.build_pairs(run, engine, source, target)
     if not pairs:
         raise ConfigError(f"no items with rows under both {source} and {target} and a "
                           f"biased/unbiased answer pair (skipped: {skipped})")
-    patches = resid_patches(loaded.n_layers, positions) + component_patches(loaded.n_layers,
-                                                                            positions)
+    plan = pp.plan(engine, pairs, positions)
     start = time.perf_counter()
-    arrays = patch_pairs(Engine(loaded, run.config.batch_size, run.config.attention), pairs,
-                         patches, positions)
-    result = summarise(arrays, patches, loaded.n_layers, positions, threshold)
+    arrays = patch_pairs(engine, run.config.mode, pairs, plan.patches())
+    result = summarise(arrays, plan, loaded.n_layers, threshold)
+    result["readout"] = ro.readout_meta(run.config.mode)
     result["meta"] = {
-        "source": source, "target": target, "positions": positions, "n_items": len(pairs),
-        "skipped": skipped, "model": run.config.model, "mode": run.config.mode,
-        "metric": "logit(unbiased letter) - logit(biased letter) after 'The answer is ('",
-        "normalised": "(patched - target) / (source - target), ratio of item means",
-        "threshold": threshold, "n_boot": ans.N_BOOT, "passes_per_batch":
-            f"2 full + 2 prefix passes, {2 * len(patches)} patched last-{positions}-token runs "
-            "grouped into passes of <= 64 rows",
+        "source": source, "target": target, "alignment": plan.alignment, "scope": plan.scope,
+        "n_unaligned_pairs": plan.n_unaligned, "n_items": len(pairs), "skipped": skipped,
+        "model": run.config.model, "mode": run.config.mode,
+        "positions": "offsets from the prompt end (-1 = last prompt token); 'answer' = the "
+                     "option-tail columns, patched together",
+        **edited_positions(engine, pairs, plan.offsets),
+        "normalised": "(patched - unpatched) / (other - unpatched), ratio of item means; "
+                      "denoise: target <- source, noise: source <- target; 0 none, 1 full",
+        "threshold": threshold, "n_boot": ans.N_BOOT,
         "seconds": round(time.perf_counter() - start, 2)}
-    result["items"] = [{"item_id": p.item_id, "source": float(s), "target": float(t)}
+    result["items"] = [{"item_id": p.item_id, "source": float(s), "target": float(t),
+                        "stored_source": ro.stored_value(p.source),
+                        "stored_target": ro.stored_value(p.target)}
                        for p, s, t in zip(pairs, arrays["source"], arrays["target"],
                                           strict=True)]
     result = json_safe(result)
@@ -123,42 +188,4 @@ def run_patching(run_dir: str, source: str, target: str = ans.BASELINE, position
     return result
 
 
-def _value(cell: dict[str, Any], reliable: bool) -> float:
-    block = cell["normalised"] if reliable else cell["delta"]
-    return np.nan if block is None or block["mean"] is None else float(block["mean"])
-
-
-def plot_patching(result: dict[str, Any], plots_dir: Path) -> list[Path]:
-    """Heatmap (layer x position) and per-layer component bars, denoising and noising."""
-    plt = pyplot()
-
-    plots_dir.mkdir(parents=True, exist_ok=True)
-    reliable = bool(result["metric"]["gap"]["reliable"])
-    what = "normalised effect" if reliable else "patched - target (logits)"
-    meta = result["meta"]
-    title = f"{meta['source']} -> {meta['target']}, n={meta['n_items']}"
-    resid, comps = result["resid"], result["components"]
-    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.2 * len(resid["positions"]) * 2,
-                                            2 + 0.28 * len(resid["labels"])), squeeze=False)
-    for ax, d in zip(axes[0], ("denoise", "noise"), strict=True):
-        grid = np.array([[_value(c, reliable) for c in row] for row in resid[d]])
-        top = float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0
-        im = ax.imshow(grid, aspect="auto", cmap="RdBu_r", origin="lower",
-                       vmin=-(top or 1.0), vmax=top or 1.0)  # white = no effect
-        ax.set(title=f"{d}: {title}", xlabel="position from end", ylabel="residual hook",
-               xticks=range(len(resid["positions"])), xticklabels=resid["positions"],
-               yticks=range(len(resid["labels"])), yticklabels=resid["labels"])
-        fig.colorbar(im, ax=ax, label=what)
-    paths = [plots_dir / "patching_resid.png", plots_dir / "patching_components.png"]
-    save_figure(fig, paths[0])
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), squeeze=False)
-    layers = np.array(comps["layers"])
-    for ax, d in zip(axes[0], ("denoise", "noise"), strict=True):
-        for j, c in enumerate(("attn", "mlp")):
-            ax.bar(layers + (j - 0.5) * 0.4, [_value(x, reliable) for x in comps[d][c]],
-                   width=0.4, label=f"{c}_out")
-        ax.set(title=f"{d}: {title}", xlabel="layer", ylabel=what)
-        ax.axhline(0, color="grey", lw=0.8)
-        ax.legend()
-    save_figure(fig, paths[1])
-    return paths
+__all__ = ["Patch", "effect", "gap_summary", "run_patching", "summarise"]

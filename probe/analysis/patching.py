@@ -1,61 +1,60 @@
-"""Activation patching between two conditions of the same items (``probe patch``).
+"""Activation patching between two conditions of the same items: the mechanics.
 
-Metric: ``logit(unbiased letter) - logit(biased letter)`` at the answer position of the
-letter prompt (see :mod:`probe.analysis.answers`). The source and target prompts of an item
-differ in length but share their answer suffix, so positions are aligned from the end: with
-left padding the last ``k`` columns of a batch are every row's last ``k`` real tokens.
+One generic loop, after TransformerLens's ``patching.py``: a :class:`Patch` names a hook,
+a set of positions and optionally an attention head; every patch runs the *into* prompt
+with the *from* prompt's activation written over those positions, and the readout is the
+run's own score (:mod:`probe.analysis.readout`). Denoising runs the target with source
+activations, noising the source with target activations.
 
-Residual stream: ``blocks.L.hook_resid_pre`` for every layer L (the state entering block
-L; at L = 0 that is the token embeddings) plus the last block's ``hook_resid_post`` (the
-state the unembedding reads). The pre hooks show where information enters each layer from
-the start; the extra post row closes the sweep with an exact identity: patching it at the
-answer position restores the source metric exactly. Components: ``hook_attn_out`` and
-``hook_mlp_out`` of each block, at the last ``k`` positions together.
+Positions are offsets from the end of the prompt in the packed rows the run scored: -1 is
+the last prompt token, 0, 1, ... the option-tail columns (text and generate modes), which
+hold the same tokens in source and target. A pair is *aligned* when its two prompts have the
+same number of tokens (a token-aligned minimal edit, e.g. ``instruct-1`` vs ``negate-1``
+or a ``placebo-k`` condition): then every offset maps one position to the same position, and
+every prompt position (the edited instruction tokens included) is patched. Unaligned pairs
+are patched on their shared suffix only (the last ``k`` prompt tokens, checked to be
+equal), and the study says so.
 
-Denoising runs the target prompt with source activations patched in; noising runs the source
-prompt with target activations. Both report ``normalised = (patched - target) / (source -
-target)``: 1 means source behaviour, 0 target behaviour (so full noising gives 0). The ratio
-is a ratio of item means (a per-item ratio explodes on items where source ~ target); it is
-left out (null) when the mean source-target gap is below ``threshold`` logits or its 95%
-bootstrap interval includes 0. Raw patched metrics and deltas are always reported.
+Hooks: ``blocks.L.hook_resid_pre`` for every L plus the last ``hook_resid_post`` (residual
+stream, per position), ``hook_attn_out``/``hook_mlp_out`` per layer and ``attn.hook_z`` per
+layer and head (all patched positions at once).
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 
-from probe.analysis import answers as ans
+from probe.analysis import readout as ro
 from probe.errors import ConfigError
-from probe.hooks import Capture, HookFn
+from probe.hooks import HookFn
 from probe.inference import Engine
-from probe.models import LoadedModel
+from probe.packing import Packed
 
-THRESHOLD = 0.1  # logits: a smaller mean source-target gap makes the ratio meaningless
+MAX_ROWS = 64  # rows per patched pass (a batch repeated once per patch of the group)
 
 
 @dataclass(frozen=True)
 class PromptPair:
-    """One item's source and target letter prompts and its answer-letter token ids."""
+    """One item's source and target readout queries (same options, same answer pair)."""
 
     item_id: str
-    source: str
-    target: str
-    biased: int
-    unbiased: int
+    source: ro.Query
+    target: ro.Query
 
 
 @dataclass(frozen=True)
 class Patch:
-    """Overwrite ``hook`` at ``positions`` (offsets from the end, e.g. (-1,))."""
+    """Overwrite ``hook`` at ``positions`` (offsets from the prompt end; see module doc),
+    only attention head ``head`` of it when given (``attn.hook_z``: batch, pos, head, d)."""
 
     hook: str
     positions: tuple[int, ...]
+    head: int | None = None
 
 
 def resid_hooks(n_layers: int) -> list[str]:
@@ -64,188 +63,153 @@ def resid_hooks(n_layers: int) -> list[str]:
         f"blocks.{n_layers - 1}.hook_resid_post"]
 
 
-def resid_patches(n_layers: int, k: int) -> list[Patch]:
-    """One patch per (residual hook, position), row-major over hooks."""
-    return [Patch(h, (p,)) for h in resid_hooks(n_layers) for p in range(-k, 0)]
+def n_tail(engine: Engine, pair: PromptPair) -> int:
+    """Columns of option tails after the prompt in a packed row (0 in letter mode)."""
+    packed = ro.pack(engine, [pair.target])
+    return sum(len(ids) - 1 for ids in packed.conts[0])
 
 
-def component_patches(n_layers: int, k: int) -> list[Patch]:
-    """attn_out then mlp_out of each block, all last ``k`` positions at once."""
-    return [Patch(f"blocks.{L}.hook_{c}_out", tuple(range(-k, 0)))
-            for L in range(n_layers) for c in ("attn", "mlp")]
+def prompt_tokens(engine: Engine, query: ro.Query) -> list[int]:
+    """The prompt's token ids as the run tokenized it."""
+    return list(engine.tokenizer(query.prompt, add_special_tokens=False).input_ids)
 
 
-def _overwrite(cached: torch.Tensor, positions: Sequence[int]) -> HookFn:
-    """Hook that copies ``cached`` (B, k, d: the last k positions) into the same columns."""
-    k = cached.shape[1]
-
-    def hook(tensor: torch.Tensor, hook: Any) -> torch.Tensor:
-        out = tensor.clone()
-        for p in positions:
-            out[:, p, :] = cached[:, k + p, :].to(out.dtype)
-        return out
-
-    return hook
-
-
-def _metric(logprobs: torch.Tensor, pairs: Sequence[PromptPair]) -> torch.Tensor:
-    rows = torch.arange(len(pairs))
-    unb = torch.tensor([p.unbiased for p in pairs])
-    bia = torch.tensor([p.biased for p in pairs])
-    lp = logprobs.cpu()
-    # A log-prob difference equals the logit difference (the normaliser cancels).
-    return (lp[rows, unb] - lp[rows, bia]).double()
-
-
-class PrefixRun:
-    """A batch whose tokens before the last ``k`` run once; patched runs then feed only the
-    last ``k`` tokens on copies of that KV cache, many patches per pass.
-
-    Exact because patches touch only the last ``k`` positions and attention is causal: the
-    prefix's keys and values are the same in every patched run. Several patches share one
-    pass (the batch repeated, each copy with its own patch), which matters where a pass costs
-    mostly the reading of the weights (CPU, small models).
-    """
-
-    def __init__(self, engine: Engine, texts: list[str], k: int, max_rows: int = 64):
-        self.engine, self.k, self.max_rows = engine, k, max_rows
-        self.batch = engine.encode(texts)
-        self.prefix_len = self.batch.input_ids.shape[1] - k
-        self.cache = None
-        if self.prefix_len > 0:
-            b = self.batch
-            with torch.inference_mode(), engine.running([]):
-                self.cache = engine.model(
-                    input_ids=b.input_ids[:, :-k], attention_mask=b.attention_mask[:, :-k],
-                    position_ids=b.position_ids[:, :-k], use_cache=True).past_key_values
-
-    def metrics(self, cached: dict[str, torch.Tensor], patches: Sequence[Patch],
-                pairs: Sequence[PromptPair]) -> torch.Tensor:
-        """Metric (n_patches, B) of the batch under each patch, values from ``cached``."""
-        n_batch = len(pairs)
-        size = max(1, self.max_rows // n_batch)
-        out = []
-        for start in range(0, len(patches), size):
-            group = list(patches[start:start + size])
-            lp = self._group_logprobs(cached, group).view(n_batch, len(group), -1)
-            out += [_metric(lp[:, j], pairs) for j in range(len(group))]
-        return torch.stack(out)
-
-    def _group_logprobs(self, cached: dict[str, torch.Tensor], group: list[Patch]
-                        ) -> torch.Tensor:
-        """Log-probs (B * g, vocab) at the last position, row b * g + j under patch j."""
-        g, b = len(group), self.batch
-        cache = None
-        if self.cache is not None:
-            cache = copy.deepcopy(self.cache)
-            cache.batch_repeat_interleave(g)
-        hooks = [(name, _overwrite_group(cached[name], [(j, p.positions) for j, p in
-                                                        enumerate(group) if p.hook == name], g))
-                 for name in sorted({p.hook for p in group})]
-        start = 0 if cache is None else self.prefix_len
-
-        def rep(t: torch.Tensor) -> torch.Tensor:
-            return t.repeat_interleave(g, dim=0)
-
-        with torch.inference_mode(), self.engine.running(hooks):
-            out = self.engine.model(
-                input_ids=rep(b.input_ids[:, start:]), attention_mask=rep(b.attention_mask),
-                position_ids=rep(b.position_ids[:, start:]), past_key_values=cache,
-                use_cache=cache is not None, logits_to_keep=1)
-        return torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
-
-
-def _overwrite_group(cached: torch.Tensor, members: list[tuple[int, tuple[int, ...]]],
-                     g: int) -> HookFn:
-    """Hook on a batch repeated ``g`` times (b-major): copy j gets ``cached`` at its positions."""
-    k = cached.shape[1]
-
-    def hook(tensor: torch.Tensor, hook: Any) -> torch.Tensor:
-        out = tensor.clone()
-        view = out.view(cached.shape[0], g, out.shape[1], out.shape[2])
-        for j, positions in members:
-            for p in positions:
-                view[:, j, p, :] = cached[:, k + p, :].to(out.dtype)
-        return out
-
-    return hook
-
-
-def _capture(engine: Engine, texts: list[str], hooks: list[str], k: int
-             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Full-forward log-probs and every hook's activations at the last ``k`` positions."""
-    capture = Capture(hooks, k)
-    logprobs, _, _ = engine.forward_last(texts, capture=capture)
-    device = engine.loaded.device
-    return logprobs, {h: t.to(device) for h, t in capture.take().items()}
-
-
-def _patched(engine: Engine, into_texts: list[str], cached: dict[str, torch.Tensor],
-             pairs: Sequence[PromptPair], patches: Sequence[Patch], k: int) -> torch.Tensor:
-    """Metric (n_patches, B) of the 'into' prompts with each patch from ``cached``."""
-    return PrefixRun(engine, into_texts, k).metrics(cached, patches, pairs)
+def is_aligned(engine: Engine, pair: PromptPair) -> bool:
+    """Whether source and target tokenize to the same length with the same options."""
+    src, tgt = (ro.pack(engine, [q]) for q in (pair.source, pair.target))
+    return (len(prompt_tokens(engine, pair.source)) == len(prompt_tokens(engine, pair.target))
+            and src.conts == tgt.conts)
 
 
 def check_suffix(engine: Engine, pairs: Sequence[PromptPair], k: int) -> None:
     """Error unless every pair's prompts end in the same ``k`` tokens (aligned positions)."""
     for pair in pairs:
-        src, tgt = (engine.tokenizer(t, add_special_tokens=False).input_ids
-                    for t in (pair.source, pair.target))
+        src, tgt = prompt_tokens(engine, pair.source), prompt_tokens(engine, pair.target)
         if len(src) < k or len(tgt) < k or src[-k:] != tgt[-k:]:
             raise ConfigError(f"--positions {k}: the last {k} tokens of {pair.item_id}'s source "
                               f"and target prompts differ; use fewer positions")
 
 
-def patch_pairs(engine: Engine, pairs: Sequence[PromptPair], patches: Sequence[Patch],
-                k: int, shared_suffix: bool = True) -> dict[str, np.ndarray]:
+def _prompt_start(packed: Packed, b: int) -> int:
+    end = packed.prompt_end[b]
+    return end - int(packed.position_ids[b, end - 1]) - 1
+
+
+def _columns(into: Packed, frm: Packed, b: int, offsets: Sequence[int]
+             ) -> tuple[list[int], list[int]]:
+    """Columns of ``offsets`` in row ``b`` of both layouts, where both have them."""
+    width_i, width_f = into.input_ids.shape[1], frm.input_ids.shape[1]
+    lo = max(_prompt_start(into, b) - into.prompt_end[b],
+              _prompt_start(frm, b) - frm.prompt_end[b])
+    hi = min(width_i - into.prompt_end[b], width_f - frm.prompt_end[b])
+    kept = [o for o in offsets if lo <= o < hi]
+    return [into.prompt_end[b] + o for o in kept], [frm.prompt_end[b] + o for o in kept]
+
+
+def _repeat(packed: Packed, g: int) -> Packed:
+    """The batch repeated ``g`` times, b-major (row b * g + j is copy j of row b)."""
+    def rep(lst: list[Any]) -> list[Any]:
+        return [x for x in lst for _ in range(g)]
+
+    return Packed(packed.input_ids.repeat_interleave(g, 0),
+                  packed.allowed.repeat_interleave(g, 0),
+                  packed.position_ids.repeat_interleave(g, 0), rep(packed.prompt_end),
+                  rep(packed.conts), rep(packed.tail_cols))
+
+
+def _group_hook(acts: torch.Tensor, g: int,
+                members: list[tuple[int, int | None, list[tuple[list[int], list[int]]]]]
+                ) -> HookFn:
+    """Copy ``acts`` (from-run) into copy j of each row at its columns (and head)."""
+    def hook(tensor: torch.Tensor, hook: Any) -> torch.Tensor:
+        out = tensor.clone()
+        view = out.view(acts.shape[0], g, *out.shape[1:])
+        for j, head, cols in members:
+            for b, (into_cols, from_cols) in enumerate(cols):
+                if not into_cols:
+                    continue
+                src = acts[b, from_cols].to(out.dtype)
+                if head is None:
+                    view[b, j, into_cols] = src
+                else:
+                    view[b, j, into_cols, head] = src[:, head]
+        return out
+
+    return hook
+
+
+def _capture_all(engine: Engine, mode: str, queries: list[ro.Query], hooks: list[str]
+                 ) -> tuple[Packed, torch.Tensor, dict[str, torch.Tensor]]:
+    """Unpatched pass: packed layout, readout, and every hook's full activations."""
+    store: dict[str, torch.Tensor] = {}
+
+    def keep(name: str) -> HookFn:
+        def fn(tensor: torch.Tensor, hook: Any) -> None:
+            store[name] = tensor.detach().clone()
+        return fn
+
+    packed = ro.pack(engine, queries)
+    lp = engine.packed_logprobs(packed, [(h, keep(h)) for h in hooks])
+    return packed, ro.values(mode, packed, lp, queries), store
+
+
+def _patched(engine: Engine, mode: str, into: Packed, into_q: list[ro.Query], frm: Packed,
+             acts: dict[str, torch.Tensor], patches: Sequence[Patch]
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Readout (n_patches, B) of the 'into' rows under each patch, and whether any column
+    of the row was patched (False: the offset is outside that row's prompt)."""
+    n_batch = len(into_q)
+    size = max(1, MAX_ROWS // n_batch)
+    cols_of: dict[tuple[int, ...], list[tuple[list[int], list[int]]]] = {}
+    for p in patches:
+        if p.positions not in cols_of:
+            cols_of[p.positions] = [_columns(into, frm, b, p.positions) for b in range(n_batch)]
+    values, valid = [], []
+    for start in range(0, len(patches), size):
+        group = list(patches[start:start + size])
+        g = len(group)
+        hooks = [(name, _group_hook(acts[name], g, [(j, p.head, cols_of[p.positions])
+                                                    for j, p in enumerate(group)
+                                                    if p.hook == name]))
+                 for name in sorted({p.hook for p in group})]
+        rep = _repeat(into, g)
+        lp = engine.packed_logprobs(rep, hooks)
+        vals = ro.values(mode, rep, lp, [q for q in into_q for _ in range(g)])
+        values.append(vals.view(n_batch, g).T)
+        valid.append(torch.tensor([[bool(cols_of[p.positions][b][0]) for b in range(n_batch)]
+                                   for p in group]))
+    return torch.cat(values), torch.cat(valid)
+
+
+def patch_pairs(engine: Engine, mode: str, pairs: Sequence[PromptPair],
+                patches: Sequence[Patch]) -> dict[str, np.ndarray]:
     """Run every patch both ways on batches of pairs.
 
-    Returns ``source``/``target`` (n,) and ``denoise``/``noise`` (n_patches, n) metrics.
-    Source activations of all hooks are cached in one pass per batch (likewise target); each
-    patched run reuses the other prompt's prefix KV cache (:class:`PrefixRun`).
-    ``shared_suffix`` requires the last ``k`` tokens to be equal (aligned positions).
+    Returns ``source``/``target`` (n,) readouts, ``denoise``/``noise`` (n_patches, n) patched
+    readouts, and ``valid`` (n_patches, n): whether the patch touched that item at all.
     """
-    if shared_suffix:
-        check_suffix(engine, pairs, k)
     n = len(patches)
     hooks = sorted({p.hook for p in patches})
 
     def run(batch: list[PromptPair]) -> list[np.ndarray]:
-        src = [p.source for p in batch]
-        tgt = [p.target for p in batch]
-        lp_src, acts_src = _capture(engine, src, hooks, k)
-        lp_tgt, acts_tgt = _capture(engine, tgt, hooks, k)
-        denoise = _patched(engine, tgt, acts_src, batch, patches, k)
-        noise = _patched(engine, src, acts_tgt, batch, patches, k)
-        m_src, m_tgt = _metric(lp_src, batch), _metric(lp_tgt, batch)
-        out = torch.cat([m_src[None], m_tgt[None], denoise, noise]).T
+        src_q, tgt_q = [p.source for p in batch], [p.target for p in batch]
+        src_pack, m_src, acts_src = _capture_all(engine, mode, src_q, hooks)
+        tgt_pack, m_tgt, acts_tgt = _capture_all(engine, mode, tgt_q, hooks)
+        if src_pack.conts != tgt_pack.conts:
+            raise ConfigError("source and target options tokenize differently; cannot patch")
+        denoise, ok_d = _patched(engine, mode, tgt_pack, tgt_q, src_pack, acts_src, patches)
+        noise, ok_n = _patched(engine, mode, src_pack, src_q, tgt_pack, acts_tgt, patches)
+        ok = (ok_d & ok_n).double()
+        out = torch.cat([m_src[None], m_tgt[None], denoise, noise, ok]).T
         return list(out.numpy())
 
     per_item: list[np.ndarray] = engine.map_batches(
-        list(pairs), run, sort_key=lambda p: len(p.source) + len(p.target))
+        list(pairs), run, sort_key=lambda p: len(p.source.prompt) + len(p.target.prompt))
     rows = np.stack(per_item)
-    return {"source": rows[:, 0], "target": rows[:, 1],
-            "denoise": rows[:, 2:2 + n].T, "noise": rows[:, 2 + n:].T}
+    return {"source": rows[:, 0], "target": rows[:, 1], "denoise": rows[:, 2:2 + n].T,
+            "noise": rows[:, 2 + n:2 + 2 * n].T, "valid": rows[:, 2 + 2 * n:].T > 0.5}
 
 
-def build_pairs(run: ans.RunData, loaded: LoadedModel, source: str, target: str,
-                limit: int | None = None) -> tuple[list[PromptPair], dict[str, int]]:
-    """Pairs for items with rows under both conditions and a defined answer pair."""
-    ids = ans.letter_token_ids(loaded.tokenizer)
-    pairs: list[PromptPair] = []
-    skipped = {"missing_row": 0, "no_answer_pair": 0}
-    for item in run.items:
-        row_s, row_t = run.row(item.item_id, source), run.row(item.item_id, target)
-        if row_s is None or row_t is None:
-            skipped["missing_row"] += 1
-            continue
-        pair = ans.answer_pair(row_t)
-        if pair is None:
-            skipped["no_answer_pair"] += 1
-            continue
-        pairs.append(PromptPair(item.item_id, ans.letter_prompt(loaded, run, item, source),
-                                ans.letter_prompt(loaded, run, item, target),
-                                biased=ids[pair[0]], unbiased=ids[pair[1]]))
-        if limit is not None and len(pairs) >= limit:
-            break
-    return pairs, skipped
+def with_positions(patches: Sequence[Patch], positions: tuple[int, ...]) -> list[Patch]:
+    """The same hooks and heads at other positions."""
+    return [replace(p, positions=positions) for p in patches]

@@ -53,11 +53,13 @@ def _fmt(block: dict[str, Any] | None) -> str:
               help=f"{INSTRUCTION_HELP}, whose activations are patched into --baseline.")
 @click.option("--baseline", default="baseline", show_default=True,
               help="Condition patched into (and, noising, patched from).")
-@click.option("--positions", type=int, default=1, show_default=True,
-              help="Patch the last k prompt positions (aligned from the end).")
+@click.option("--positions", type=int, default=None,
+              help="Patch only the last k prompt positions (default: every position when "
+                   "the pairs are token-aligned, else the last one).")
 @LIMIT_OPT
 @DATA_OPT
-def patch(run: Path, instruction: str, baseline: str, positions: int, limit: int | None,
+def patch(run: Path, instruction: str, baseline: str, positions: int | None,
+          limit: int | None,
           data_dir: Path | None) -> None:
     """Activation patching between two conditions of RUN; writes patching.json and plots."""
     from probe.api import patch as patch_run
@@ -65,9 +67,13 @@ def patch(run: Path, instruction: str, baseline: str, positions: int, limit: int
     source, target = instruction, baseline
     out = patch_run(run, instruction, baseline, positions=positions, limit=limit,
                     data_dir=data_dir)
-    metric = out["metric"]
-    click.echo(f"{out['meta']['n_items']} items; logit diff (unbiased - biased): "
+    metric, meta = out["metric"], out["meta"]
+    click.echo(f"{meta['n_items']} items, {meta['alignment']} pairs, patched at "
+               f"{meta['scope']}; readout ({out['readout']['definition']}): "
                f"{source} {_fmt(metric['source'])}, {target} {_fmt(metric['target'])}")
+    for name, check in out["identities"].items():
+        click.echo(f"identity {name}: |denoise - {check['denoise_expect']}| <= "
+                   f"{check['denoise_max_abs_dev']:.2g}")
     if metric["gap"]["note"]:
         click.echo(metric["gap"]["note"])
     key = "normalised" if metric["gap"]["reliable"] else "delta"

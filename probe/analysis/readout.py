@@ -1,0 +1,139 @@
+"""The analyses' readout: the behaviour's own score, in the run's scoring mode.
+
+Patching, the logit lens and steering explain one number per item, and it is the number the
+run scored, not a proxy: the run's prompt (as stored in its row) runs through the same packed
+prompt+options pass that ``probe run`` scored (:meth:`probe.inference.Engine.pack_batch`,
+:meth:`~probe.inference.Engine.packed_logprobs`), and the readout is
+
+- ``text``: mean log-prob per token of the unbiased option's text minus that of the biased
+  option's text (the run's ``option_scores`` difference);
+- ``letter``: log-prob of the unbiased option letter minus the biased one's after
+  "The answer is (" (again the ``option_scores`` difference);
+- ``generate``: the log-prob difference of the first answer token that tells the two answers
+  apart: the options' texts as continuations of the prompt, teacher-forced over the tokens
+  they share (often "The"), read at the first token where they differ. A generate run stores
+  no scores, so this is the closest quantity the model's greedy answer turns on.
+
+Positive values favour the unbiased answer. With no hook attached the readout equals the
+run's stored score difference (tested), so "no patch" and "alpha = 0" reproduce the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from probe.analysis import answers as ans
+from probe.errors import DataError
+from probe.hooks import HookFn
+from probe.inference import Engine
+from probe.items import Item
+from probe.packing import Packed
+from probe.scoring_modes import mode_prefix, option_texts
+
+MODES = ("text", "letter", "generate")
+DEFINITIONS = {
+    "text": "mean log-prob per token of the unbiased option text minus the biased option "
+            "text, as the run scored them (option_scores difference)",
+    "letter": "log-prob of the unbiased option letter minus the biased letter after "
+              "'The answer is (' (option_scores difference)",
+    "generate": "log-prob of the unbiased minus the biased answer text at the first answer "
+                "token where the two differ (shared leading tokens teacher-forced)",
+}
+
+
+@dataclass(frozen=True)
+class Query:
+    """One row's scored prompt, its options as scored, and the two options compared."""
+
+    item_id: str
+    condition: str
+    prompt: str
+    options: tuple[str, ...]
+    biased: int
+    unbiased: int
+    stored: tuple[float, ...] | None  # the run's option_scores (likelihood modes)
+
+
+def readout_meta(mode: str) -> dict[str, Any]:
+    """The ``"readout"`` block every analysis JSON carries."""
+    return {"mode": mode, "definition": DEFINITIONS[mode],
+            "sign": "positive favours the unbiased answer", "units": "nats (log-prob)",
+            "code_path": "Engine.pack_batch + packed_logprobs (the run's option scoring)"}
+
+
+def query(run: ans.RunData, engine: Engine, item: Item, condition: str) -> Query | None:
+    """The readout query of one item under one condition (None: no row or no answer pair).
+
+    The stored prompt is checked against a re-rendering (as :func:`answers.letter_prompt`).
+    """
+    row = run.row(item.item_id, condition)
+    pair = None if row is None else ans.answer_pair(row)
+    if row is None or pair is None:
+        return None
+    from probe.conditions import get_condition
+
+    mode = run.config.mode
+    history = (row.get("meta") or {}).get("history") or []
+    prompt = ans.final_prompt(engine.loaded, item, condition, history, mode_prefix(item, mode))
+    if prompt != row["prompt"]:
+        raise DataError(f"re-rendered prompt of {item.item_id} under {condition} differs from "
+                        f"the run's (data or chat template changed?)", str(run.path))
+    prefix = get_condition(condition).build(item).final.assistant_prefix + mode_prefix(item, mode)
+    options = option_texts(item, "text" if mode == "generate" else mode, prefix)
+    stored = row.get("option_scores")
+    return Query(item.item_id, condition, prompt, tuple(options), pair[0], pair[1],
+                 None if stored is None else tuple(float(s) for s in stored))
+
+
+def pack(engine: Engine, queries: list[Query]) -> Packed:
+    """The packed rows of a batch of queries, as the run packed them."""
+    return engine.pack_batch([q.prompt for q in queries], [list(q.options) for q in queries])
+
+
+def differing_token(packed: Packed, b: int, q: Query) -> int | None:
+    """Index of the first token where the unbiased and biased options differ (generate)."""
+    u, v = packed.conts[b][q.unbiased], packed.conts[b][q.biased]
+    for j, (x, y) in enumerate(zip(u, v, strict=False)):
+        if x != y:
+            return j
+    return None
+
+
+def values(mode: str, packed: Packed, logprobs: torch.Tensor, queries: list[Query]
+           ) -> torch.Tensor:
+    """The readout (float64, one per packed row; NaN where undefined) from log-probs."""
+    if mode != "generate":
+        means = Engine.option_means(packed, logprobs)
+        return torch.tensor([m[q.unbiased] - m[q.biased] for m, q in
+                             zip(means, queries, strict=True)], dtype=torch.float64)
+    out = []
+    lp = logprobs.double().cpu()
+    for b, q in enumerate(queries):
+        j = differing_token(packed, b, q)
+        if j is None:
+            out.append(float("nan"))
+            continue
+        pair = []
+        for k in (q.unbiased, q.biased):
+            # Token 0 is read at the prompt's last column, token j at tail column j - 1.
+            col = packed.prompt_end[b] - 1 if j == 0 else packed.tail_cols[b][k][j - 1]
+            pair.append(float(lp[b, col - packed.first_read, packed.conts[b][k][j]]))
+        out.append(pair[0] - pair[1])
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def score(engine: Engine, mode: str, queries: list[Query],
+          hooks: list[tuple[str, HookFn]] | None = None) -> torch.Tensor:
+    """The readout of one batch of queries with ``hooks`` attached (none: the run's)."""
+    packed = pack(engine, queries)
+    return values(mode, packed, engine.packed_logprobs(packed, hooks or []), queries)
+
+
+def stored_value(q: Query) -> float | None:
+    """The run's own score difference for a query (likelihood modes), else None."""
+    if q.stored is None:
+        return None
+    return q.stored[q.unbiased] - q.stored[q.biased]
