@@ -272,7 +272,7 @@ def test_identity_on_the_real_model(tmp_path: Path, real_model: LoadedModel) -> 
     pairs, _ = pp.build_pairs(run, engine, "instruct-1", "baseline", limit=2)
     plan = pp.plan(engine, pairs, 3)
     arrays = pt.patch_pairs(engine, "text", pairs, list(plan.identities.values()))
-    for name, check in ps.identity_checks(arrays, plan).items():
+    for name, check in ps.identity_checks(arrays, plan, 0).items():
         assert check["denoise_max_abs_dev"] < 1e-3, name
         assert check["noise_max_abs_dev"] < 1e-3, name
     np.testing.assert_allclose(arrays["source"], [ro.stored_value(p.source) for p in pairs],

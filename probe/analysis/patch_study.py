@@ -78,9 +78,11 @@ def _cells(arrays: dict[str, np.ndarray], reliable: bool, threshold: float
     return out
 
 
-def identity_checks(arrays: dict[str, np.ndarray], plan: pp.Plan) -> dict[str, Any]:
-    """Largest |patched - expected| of each identity patch (denoising and noising)."""
-    start = len(plan.patches()) - len(plan.identities)
+def identity_checks(arrays: dict[str, np.ndarray], plan: pp.Plan, start: int | None = None
+                    ) -> dict[str, Any]:
+    """Largest |patched - expected| of each identity patch (denoising and noising); the
+    identity patches are the arrays' rows from ``start`` (default: the plan's last ones)."""
+    start = len(plan.patches()) - len(plan.identities) if start is None else start
     out = {}
     for i, name in enumerate(plan.identities):
         expect = pp.IDENTITY_EXPECT[name]

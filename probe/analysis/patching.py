@@ -22,6 +22,7 @@ layer and head (all patched positions at once).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -117,10 +118,11 @@ def _repeat(packed: Packed, g: int) -> Packed:
                   rep(packed.conts), rep(packed.tail_cols))
 
 
-def _group_hook(acts: torch.Tensor, g: int,
+def _group_hook(acts: torch.Tensor, g: int, start: int,
                 members: list[tuple[int, int | None, list[tuple[list[int], list[int]]]]]
                 ) -> HookFn:
-    """Copy ``acts`` (from-run) into copy j of each row at its columns (and head)."""
+    """Copy ``acts`` (from-run) into copy j of each row at its columns (and head); the
+    patched pass holds the 'into' columns from ``start`` on."""
     def hook(tensor: torch.Tensor, hook: Any) -> torch.Tensor:
         out = tensor.clone()
         view = out.view(acts.shape[0], g, *out.shape[1:])
@@ -129,18 +131,35 @@ def _group_hook(acts: torch.Tensor, g: int,
                 if not into_cols:
                     continue
                 src = acts[b, from_cols].to(out.dtype)
+                at = [c - start for c in into_cols]
                 if head is None:
-                    view[b, j, into_cols] = src
+                    view[b, j, at] = src
                 else:
-                    view[b, j, into_cols, head] = src[:, head]
+                    view[b, j, at, head] = src[:, head]
         return out
 
     return hook
 
 
+def _forward(engine: Engine, packed: Packed, hooks: list[tuple[str, HookFn]], start: int = 0,
+             cache: Any = None, keep_cache: bool = False) -> tuple[torch.Tensor, Any]:
+    """Log-probs of packed rows from ``packed.first_read`` (as
+    :meth:`~probe.inference.Engine.packed_logprobs`), feeding only columns ``start:`` on top
+    of ``cache`` (the same rows' keys and values before ``start``)."""
+    width = packed.input_ids.shape[1]
+    mask = packed.additive_mask(engine.model.dtype)[:, :, start:, :]
+    with torch.inference_mode(), engine.running(hooks):
+        out = engine.model(input_ids=packed.input_ids[:, start:], attention_mask=mask,
+                           position_ids=packed.position_ids[:, start:], past_key_values=cache,
+                           use_cache=keep_cache or cache is not None,
+                           logits_to_keep=width - packed.first_read)
+    lp = torch.log_softmax(out.logits.float(), dim=-1)
+    return lp, out.past_key_values if keep_cache else None
+
+
 def _capture_all(engine: Engine, mode: str, queries: list[ro.Query], hooks: list[str]
-                 ) -> tuple[Packed, torch.Tensor, dict[str, torch.Tensor]]:
-    """Unpatched pass: packed layout, readout, and every hook's full activations."""
+                 ) -> tuple[Packed, torch.Tensor, dict[str, torch.Tensor], Any]:
+    """Unpatched pass: layout, readout, every hook's full activations, the KV cache."""
     store: dict[str, torch.Tensor] = {}
 
     def keep(name: str) -> HookFn:
@@ -149,36 +168,49 @@ def _capture_all(engine: Engine, mode: str, queries: list[ro.Query], hooks: list
         return fn
 
     packed = ro.pack(engine, queries)
-    lp = engine.packed_logprobs(packed, [(h, keep(h)) for h in hooks])
-    return packed, ro.values(mode, packed, lp, queries), store
+    lp, cache = _forward(engine, packed, [(h, keep(h)) for h in hooks], keep_cache=True)
+    return packed, ro.values(mode, packed, lp, queries), store, cache
 
 
-def _patched(engine: Engine, mode: str, into: Packed, into_q: list[ro.Query], frm: Packed,
-             acts: dict[str, torch.Tensor], patches: Sequence[Patch]
+def _patched(engine: Engine, mode: str, into: Packed, into_q: list[ro.Query], cache: Any,
+             frm: Packed, acts: dict[str, torch.Tensor], patches: Sequence[Patch]
              ) -> tuple[torch.Tensor, torch.Tensor]:
     """Readout (n_patches, B) of the 'into' rows under each patch, and whether any column
-    of the row was patched (False: the offset is outside that row's prompt)."""
+    of the row was patched (False: the offset is outside that row's prompt).
+
+    Exact shortcut: columns before the earliest patched one are the same as in the
+    unpatched pass (attention is causal), so each pass feeds only the columns from there on,
+    over a copy of the unpatched pass's KV cache; patches are grouped by that column.
+    """
     n_batch = len(into_q)
     size = max(1, MAX_ROWS // n_batch)
     cols_of: dict[tuple[int, ...], list[tuple[list[int], list[int]]]] = {}
     for p in patches:
         if p.positions not in cols_of:
             cols_of[p.positions] = [_columns(into, frm, b, p.positions) for b in range(n_batch)]
-    values, valid = [], []
-    for start in range(0, len(patches), size):
-        group = list(patches[start:start + size])
-        g = len(group)
-        hooks = [(name, _group_hook(acts[name], g, [(j, p.head, cols_of[p.positions])
-                                                    for j, p in enumerate(group)
-                                                    if p.hook == name]))
-                 for name in sorted({p.hook for p in group})]
+    first = {pos: min((c for into_cols, _ in cols for c in into_cols), default=into.first_read)
+             for pos, cols in cols_of.items()}
+    order = sorted(range(len(patches)), key=lambda i: -first[patches[i].positions])
+    values = torch.empty(len(patches), n_batch, dtype=torch.float64)
+    for begin in range(0, len(order), size):
+        idx = order[begin:begin + size]
+        group, g = [patches[i] for i in idx], len(idx)
+        start = min(into.first_read, *(first[p.positions] for p in group))
+        hooks = [(name, _group_hook(acts[name], g, start, [
+            (j, p.head, cols_of[p.positions]) for j, p in enumerate(group) if p.hook == name]))
+            for name in sorted({p.hook for p in group})]
+        past = None
+        if start > 0:
+            past = copy.deepcopy(cache)
+            past.crop(start)
+            past.batch_repeat_interleave(g)
         rep = _repeat(into, g)
-        lp = engine.packed_logprobs(rep, hooks)
+        lp, _ = _forward(engine, rep, hooks, start if past is not None else 0, past)
         vals = ro.values(mode, rep, lp, [q for q in into_q for _ in range(g)])
-        values.append(vals.view(n_batch, g).T)
-        valid.append(torch.tensor([[bool(cols_of[p.positions][b][0]) for b in range(n_batch)]
-                                   for p in group]))
-    return torch.cat(values), torch.cat(valid)
+        values[idx] = vals.view(n_batch, g).T
+    valid = torch.tensor([[bool(cols_of[p.positions][b][0]) for b in range(n_batch)]
+                          for p in patches])
+    return values, valid
 
 
 def patch_pairs(engine: Engine, mode: str, pairs: Sequence[PromptPair],
@@ -193,12 +225,14 @@ def patch_pairs(engine: Engine, mode: str, pairs: Sequence[PromptPair],
 
     def run(batch: list[PromptPair]) -> list[np.ndarray]:
         src_q, tgt_q = [p.source for p in batch], [p.target for p in batch]
-        src_pack, m_src, acts_src = _capture_all(engine, mode, src_q, hooks)
-        tgt_pack, m_tgt, acts_tgt = _capture_all(engine, mode, tgt_q, hooks)
+        src_pack, m_src, acts_src, kv_src = _capture_all(engine, mode, src_q, hooks)
+        tgt_pack, m_tgt, acts_tgt, kv_tgt = _capture_all(engine, mode, tgt_q, hooks)
         if src_pack.conts != tgt_pack.conts:
             raise ConfigError("source and target options tokenize differently; cannot patch")
-        denoise, ok_d = _patched(engine, mode, tgt_pack, tgt_q, src_pack, acts_src, patches)
-        noise, ok_n = _patched(engine, mode, src_pack, src_q, tgt_pack, acts_tgt, patches)
+        denoise, ok_d = _patched(engine, mode, tgt_pack, tgt_q, kv_tgt, src_pack, acts_src,
+                                 patches)
+        noise, ok_n = _patched(engine, mode, src_pack, src_q, kv_src, tgt_pack, acts_tgt,
+                               patches)
         ok = (ok_d & ok_n).double()
         out = torch.cat([m_src[None], m_tgt[None], denoise, noise, ok]).T
         return list(out.numpy())
