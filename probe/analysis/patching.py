@@ -34,7 +34,7 @@ from probe.analysis import readout as ro
 from probe.errors import ConfigError
 from probe.hooks import HookFn
 from probe.inference import Engine
-from probe.packing import Packed
+from probe.packing import Packed, model_attention_mask
 
 MAX_ROWS = 64  # rows per patched pass (a batch repeated once per patch of the group)
 
@@ -147,7 +147,9 @@ def _forward(engine: Engine, packed: Packed, hooks: list[tuple[str, HookFn]], st
     :meth:`~probe.inference.Engine.packed_logprobs`), feeding only columns ``start:`` on top
     of ``cache`` (the same rows' keys and values before ``start``)."""
     width = packed.input_ids.shape[1]
-    mask = packed.additive_mask(engine.model.dtype)[:, :, start:, :]
+    full = model_attention_mask(packed, engine.model.config, engine.model.dtype)
+    mask = ({k: v[:, :, start:, :] for k, v in full.items()} if isinstance(full, dict)
+            else full[:, :, start:, :])
     with torch.inference_mode(), engine.running(hooks):
         out = engine.model(input_ids=packed.input_ids[:, start:], attention_mask=mask,
                            position_ids=packed.position_ids[:, start:], past_key_values=cache,
