@@ -90,6 +90,32 @@ def test_steer_command(tmp_path: Path, tiny: LoadedModel) -> None:
     assert bad.exit_code != 0 and "--layers" in str(bad.exception or bad.output)
 
 
+@pytest.mark.parametrize("mode", ["text", "generate"])
+def test_steering_readout_at_alpha_zero_is_the_runs(tmp_path: Path, mode: str) -> None:
+    from probe.analysis import readout as ro
+    from tests.test_patching import sharp_model
+
+    loaded = sharp_model()
+    run_dir = make_run(tmp_path, loaded, mode=mode)
+    out = st.run_steering(str(run_dir), "instruct-1", layers=[1], alphas=[0.0, 8.0],
+                          loaded=loaded)
+    block = out["readout"]
+    assert block["mode"] == mode and block["alpha0"]["n"] >= 4
+    if mode == "text":  # the run stored these scores: alpha 0 reproduces them
+        assert block["alpha0"]["mean"] == pytest.approx(block["run_stored"]["mean"], abs=1e-5)
+    else:  # no stored scores: alpha 0 is the unhooked readout of the run's prompts
+        from probe.analysis import answers as ans
+        from probe.inference import Engine
+
+        run = ans.load_run(run_dir)
+        engine = Engine(loaded)
+        qs = [q for q in (ro.query(run, engine, it, "baseline") for it in run.items) if q]
+        plain = ro.score(engine, mode, qs).numpy()
+        assert block["alpha0"]["mean"] == pytest.approx(float(plain.mean()), abs=1e-5)
+    moved = [r["readout"]["mean"] for r in out["results"] if r["alpha"] == 8.0]
+    assert all(m != pytest.approx(block["alpha0"]["mean"], abs=1e-6) for m in moved)
+
+
 @pytest.mark.slow
 def test_alpha_zero_on_the_real_model(tmp_path: Path, real_model: LoadedModel) -> None:
     run_dir = make_run(tmp_path, real_model, per_cell=1, model="smollm2-135m")

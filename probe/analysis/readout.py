@@ -102,27 +102,35 @@ def differing_token(packed: Packed, b: int, q: Query) -> int | None:
     return None
 
 
-def values(mode: str, packed: Packed, logprobs: torch.Tensor, queries: list[Query]
-           ) -> torch.Tensor:
-    """The readout (float64, one per packed row; NaN where undefined) from log-probs."""
+def option_pair(mode: str, packed: Packed, logprobs: torch.Tensor, queries: list[Query]
+                ) -> torch.Tensor:
+    """Scores (B, 2) of the unbiased and the biased option (NaN where undefined): mean
+    log-prob per token (text, letter) or log-prob at the first differing token (generate)."""
     if mode != "generate":
         means = Engine.option_means(packed, logprobs)
-        return torch.tensor([m[q.unbiased] - m[q.biased] for m, q in
+        return torch.tensor([[m[q.unbiased], m[q.biased]] for m, q in
                              zip(means, queries, strict=True)], dtype=torch.float64)
     out = []
     lp = logprobs.double().cpu()
     for b, q in enumerate(queries):
         j = differing_token(packed, b, q)
         if j is None:
-            out.append(float("nan"))
+            out.append([float("nan")] * 2)
             continue
         pair = []
         for k in (q.unbiased, q.biased):
             # Token 0 is read at the prompt's last column, token j at tail column j - 1.
             col = packed.prompt_end[b] - 1 if j == 0 else packed.tail_cols[b][k][j - 1]
             pair.append(float(lp[b, col - packed.first_read, packed.conts[b][k][j]]))
-        out.append(pair[0] - pair[1])
+        out.append(pair)
     return torch.tensor(out, dtype=torch.float64)
+
+
+def values(mode: str, packed: Packed, logprobs: torch.Tensor, queries: list[Query]
+           ) -> torch.Tensor:
+    """The readout (float64, one per packed row; NaN where undefined) from log-probs."""
+    pair = option_pair(mode, packed, logprobs, queries)
+    return pair[:, 0] - pair[:, 1]
 
 
 def score(engine: Engine, mode: str, queries: list[Query],
@@ -137,3 +145,29 @@ def stored_value(q: Query) -> float | None:
     if q.stored is None:
         return None
     return q.stored[q.unbiased] - q.stored[q.biased]
+
+
+def row_value(row: dict[str, Any]) -> float | None:
+    """The readout of a scored row from its own option_scores (likelihood modes), else None."""
+    pair, scores = ans.answer_pair(row), row.get("option_scores")
+    if pair is None or not scores:
+        return None
+    return float(scores[pair[1]] - scores[pair[0]])
+
+
+def rows_readout(engine: Engine, run: ans.RunData, rows: list[dict[str, Any]],
+                 hooks: list[tuple[str, HookFn]]) -> list[float]:
+    """Per-row readout of re-scored rows: from their option_scores in likelihood modes; in
+    generate mode (no scores) the rows' prompts are scored again with ``hooks`` attached."""
+    mode = run.config.mode
+    if mode != "generate":
+        return [v for v in map(row_value, rows) if v is not None]
+    items = {it.item_id: it for it in run.items}
+    queries = [q for q in (query(run, engine, items[r["item_id"]], r["condition"])
+                           for r in rows) if q is not None]
+    out: list[float] = []
+    for start in range(0, len(queries), engine.batch_size):
+        vals = score(engine, mode, queries[start:start + engine.batch_size], hooks)
+        out += [float(v) for v in vals if torch.isfinite(v)]
+    return out
+

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from probe.analysis import answers as ans
+from probe.analysis import readout as ro
 from probe.errors import ConfigError, ProbeError
 from probe.hooks import Capture, HookFn
 from probe.inference import Engine
@@ -107,14 +108,26 @@ def score_baseline(engine: Engine, run: ans.RunData, units: list[Unit],
     return rows
 
 
-def bias_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Overall BBQ bias score (with interval) and accuracy per context condition."""
+def bias_summary(rows: list[dict[str, Any]], readout: list[float] | None = None
+                 ) -> dict[str, Any]:
+    """Overall BBQ bias score (with interval) and accuracy per context condition, and the
+    mean readout (:mod:`probe.analysis.readout`) over the rows that have one."""
     from probe.scoring.metrics import compute_metrics
 
     overall = compute_metrics(rows)["conditions"][ans.BASELINE]["bbq"]["overall"]
-    return {cc: {"mean": overall[cc]["bias_score"], "ci": overall[cc]["bias_score_ci"],
-                 "accuracy": overall[cc]["accuracy"], "n": overall[cc]["n"]}
-            for cc in ("ambig", "disambig")}
+    out: dict[str, Any] = {cc: {"mean": overall[cc]["bias_score"],
+                                "ci": overall[cc]["bias_score_ci"],
+                                "accuracy": overall[cc]["accuracy"], "n": overall[cc]["n"]}
+                           for cc in ("ambig", "disambig")}
+    out["readout"] = ans.mean_ci(readout or [])
+    return out
+
+
+def steered(engine: Engine, run: ans.RunData, units: list[Unit],
+            hooks: list[tuple[str, HookFn]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Re-scored baseline rows under ``hooks`` and their summary (bias score, readout)."""
+    rows = score_baseline(engine, run, units, hooks)
+    return rows, bias_summary(rows, ro.rows_readout(engine, run, rows, hooks))
 
 
 def same_as_run(rows: list[dict[str, Any]], run: ans.RunData, tol: float = 1e-4) -> bool:
@@ -162,17 +175,20 @@ def run_steering(run_dir: str, instruction: str, layers: list[int] | None = None
     engine = Engine(loaded, run.config.batch_size, run.config.attention)
     directions, origin = load_or_compute(engine, run, instruction, layers)
     controls = {L: random_like(v, seed + L) for L, v in directions.items()}
-    zero_rows = score_baseline(engine, run, units, [(resid_hook(layers[0]),
-                                                     add_hook(0.0 * directions[layers[0]]))])
-    zero = bias_summary(zero_rows)
+    zero_rows, zero = steered(engine, run, units, [(resid_hook(layers[0]),
+                                                    add_hook(0.0 * directions[layers[0]]))])
+    stored = [v for v in (ro.row_value(run.rows[(u.item.item_id, u.condition)])
+                          for u in units) if v is not None]
     results = []
     for L in layers:
         for kind, vec in (("direction", directions[L]), ("random", controls[L])):
             for alpha in alphas:
-                summary = zero if alpha == 0 else bias_summary(score_baseline(
-                    engine, run, units, [(resid_hook(L), add_hook(alpha * vec))]))
+                summary = zero if alpha == 0 else steered(
+                    engine, run, units, [(resid_hook(L), add_hook(alpha * vec))])[1]
                 results.append({"layer": L, "kind": kind, "alpha": alpha, **summary})
     out = json_safe({
+        "readout": {**ro.readout_meta(run.config.mode),
+                    "alpha0": zero["readout"], "run_stored": ans.mean_ci(stored)},
         "meta": {"instruction": instruction, "layers": layers, "alphas": alphas,
                  "hook": "blocks.L.hook_resid_post, all positions and generation steps",
                  "alpha": "multiple of the raw mean shift (instruction - baseline)",

@@ -123,9 +123,14 @@ def lens(run: Path, instructions: tuple[str, ...], limit: int | None,
     from probe.api import lens as lens_run
 
     out = lens_run(run, instructions, limit=limit, data_dir=data_dir)
+    click.echo(f"readout: {out['readout']['definition']}")
     for cond, block in out["conditions"].items():
+        if not block["layers"]:
+            click.echo(f"{cond:<14} n=0")
+            continue
         last = block["layers"][-1]
-        click.echo(f"{cond:<14} n={block['n_items']:<4} final layer: p(unbiased) "
-                   f"{_fmt(last['p_unbiased'])}  p(biased) {_fmt(last['p_biased'])}")
+        click.echo(f"{cond:<14} n={block['n_items']:<4} final layer: readout "
+                   f"{_fmt(last['readout'])}  (unbiased {_fmt(last['unbiased'])}, biased "
+                   f"{_fmt(last['biased'])})")
     click.echo(f"wrote {run / 'lens.json'} and {run / 'plots' / 'lens.png'} "
                f"({out['meta']['seconds']} s)")
