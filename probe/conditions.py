@@ -181,3 +181,4 @@ def answer_prefix(item: Item) -> str:
 # The built-in study conditions register themselves on import (kept in their own module so
 # this one stays the engine-facing registry).
 from probe import builtin_conditions as _builtin_conditions  # noqa: E402,F401
+from probe import placebo_conditions as _placebo_conditions  # noqa: E402,F401

@@ -73,15 +73,21 @@ def query(run: ans.RunData, engine: Engine, item: Item, condition: str) -> Query
     pair = None if row is None else ans.answer_pair(row)
     if row is None or pair is None:
         return None
-    from probe.conditions import get_condition
+    from probe.prompts import render
 
     mode = run.config.mode
-    history = (row.get("meta") or {}).get("history") or []
-    prompt = ans.final_prompt(engine.loaded, item, condition, history, mode_prefix(item, mode))
+    meta = row.get("meta") or {}
+    history = [tuple(h) for h in meta.get("history") or []]
+    # The row's own scored turn (runs since conditions files) needs no condition code;
+    # older rows are rebuilt from the registry.
+    stored_turn = meta.get("final_turn")
+    user, prefix = stored_turn if stored_turn else ans._final(item, condition)
+    prefix = prefix + mode_prefix(item, mode)
+    prompt = render(engine.tokenizer, engine.loaded.chat, history,  # type: ignore[arg-type]
+                    user, prefix, run.config.system_prompt)
     if prompt != row["prompt"]:
         raise DataError(f"re-rendered prompt of {item.item_id} under {condition} differs from "
                         f"the run's (data or chat template changed?)", str(run.path))
-    prefix = get_condition(condition).build(item).final.assistant_prefix + mode_prefix(item, mode)
     options = option_texts(item, "text" if mode == "generate" else mode, prefix)
     stored = row.get("option_scores")
     return Query(item.item_id, condition, prompt, tuple(options), pair[0], pair[1],
