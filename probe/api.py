@@ -115,7 +115,8 @@ def probes_and_directions(run: RunLike, targets: Sequence[str] | None = None,
     return result, entries
 
 
-def patch(run: RunLike, instruction: str, baseline: str = "baseline", *, positions: int = 1,
+def patch(run: RunLike, instruction: str, baseline: str = "baseline", *,
+          positions: int | None = None,
           limit: int | None = None, data_dir: str | Path | None = None,
           loaded: Any = None) -> dict[str, Any]:
     """Activation patching of ``instruction`` into ``baseline`` (and back), as ``probe

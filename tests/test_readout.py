@@ -22,21 +22,31 @@ def sharp() -> LoadedModel:
 
 def _queries(run_dir: Path, engine: Engine) -> list[ro.Query]:
     run = ans.load_run(run_dir)
-    out = [ro.query(run, engine, item, cond) for cond in run.conditions() for item in run.items]
-    return [q for q in out if q is not None]
+    return [q for cond in run.conditions() for item in run.items
+            for q in ro.item_queries(run, engine, item, cond)]
 
 
-@pytest.mark.parametrize("mode", ["text", "letter"])
+@pytest.mark.parametrize(("mode", "balance"), [("text", False), ("letter", False),
+                                               ("letter", True)])
 def test_unpatched_readout_equals_the_runs_scores(tmp_path: Path, sharp: LoadedModel,
-                                                  mode: str) -> None:
+                                                  mode: str, balance: bool) -> None:
+    """Per displayed order against the scores the run stored for it, and per item (the mean
+    over orders) against the row's own option_scores difference."""
     engine = Engine(sharp, batch_size=3)
-    queries = _queries(make_run(tmp_path, sharp, mode=mode), engine)
-    assert len(queries) >= 8
+    run_dir = make_run(tmp_path, sharp, mode=mode, counterbalance=balance)
+    queries = _queries(run_dir, engine)
+    assert len(queries) >= 8 * (3 if balance else 1)
+    assert {q.view for q in queries} == ({0, 1, 2} if balance else {0})
     got = np.concatenate([ro.score(engine, mode, queries[i:i + 3]).numpy()
                           for i in range(0, len(queries), 3)])
     stored = np.array([ro.stored_value(q) for q in queries], dtype=float)
     assert np.abs(stored).max() > 0.1  # the comparison is not between zeros
     np.testing.assert_allclose(got, stored, atol=1e-4)
+    run = ans.load_run(run_dir)
+    keys = [(q.item_id, q.condition) for q in queries]
+    ids, per_item = ro.item_means([f"{i}|{c}" for i, c in keys], got)
+    rows = [run.rows[tuple(k.split("|"))] for k in ids]  # type: ignore[misc]
+    np.testing.assert_allclose(per_item, [ro.row_value(r) for r in rows], atol=1e-4)
 
 
 def test_generate_readout_is_the_first_differing_token(tmp_path: Path,

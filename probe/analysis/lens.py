@@ -75,8 +75,7 @@ def lens_batch(engine: Engine, mode: str, queries: list[ro.Query]
 def condition_lens(engine: Engine, run: ans.RunData, condition: str
                    ) -> tuple[dict[str, Any], float]:
     """Per-layer option scores and readout under one condition, and the final-layer check."""
-    queries = [q for q in (ro.query(run, engine, it, condition) for it in run.items)
-               if q is not None]
+    queries = [q for it in run.items for q in ro.item_queries(run, engine, it, condition)]
     if not queries:
         return {"n_items": 0, "layers": []}, 0.0
     diffs: list[float] = []
@@ -89,13 +88,14 @@ def condition_lens(engine: Engine, run: ans.RunData, condition: str
 
     per_item: list[np.ndarray] = engine.map_batches(queries, run_batch,
                                                     sort_key=lambda q: len(q.prompt))
-    scores = np.stack(per_item)  # (n, hooks, 2)
+    # (n items, hooks, 2); a counterbalanced run's displayed orders averaged per item
+    item_ids, scores = ro.item_means([q.item_id for q in queries], np.stack(per_item))
     ok = np.isfinite(scores).all(axis=(1, 2))
     scores = scores[ok]
     layers = [{"unbiased": ans.mean_ci(scores[:, h, 0]), "biased": ans.mean_ci(scores[:, h, 1]),
                "readout": ans.mean_ci(scores[:, h, 0] - scores[:, h, 1])}
               for h in range(scores.shape[1])]
-    ids = [q.item_id for q, keep in zip(queries, ok, strict=True) if keep]
+    ids = [i for i, keep in zip(item_ids, ok, strict=True) if keep]
     return {"n_items": len(ids), "item_ids": ids, "layers": layers,
             "n_undefined": int((~ok).sum())}, max(diffs)
 

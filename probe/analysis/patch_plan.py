@@ -51,23 +51,25 @@ class Plan:
 
 def build_pairs(run: ans.RunData, engine: Engine, source: str, target: str,
                 limit: int | None = None) -> tuple[list[PromptPair], dict[str, int]]:
-    """Pairs for items with rows under both conditions and a defined readout."""
+    """Pairs for items with rows under both conditions and a defined readout (one per
+    displayed option order of each item)."""
     pairs: list[PromptPair] = []
     skipped = {"missing_row": 0, "no_answer_pair": 0, "no_distinguishing_token": 0}
     for item in run.items:
         if run.row(item.item_id, source) is None or run.row(item.item_id, target) is None:
             skipped["missing_row"] += 1
             continue
-        src, tgt = (ro.query(run, engine, item, c) for c in (source, target))
-        if src is None or tgt is None:
+        src, tgt = (ro.item_queries(run, engine, item, c) for c in (source, target))
+        if not src or not tgt:
             skipped["no_answer_pair"] += 1
             continue
-        if run.config.mode == "generate" and ro.differing_token(ro.pack(engine, [tgt]), 0,
-                                                                tgt) is None:
+        if run.config.mode == "generate" and ro.differing_token(ro.pack(engine, [tgt[0]]), 0,
+                                                                tgt[0]) is None:
             skipped["no_distinguishing_token"] += 1
             continue
-        pairs.append(PromptPair(item.item_id, src, tgt))
-        if limit is not None and len(pairs) >= limit:
+        # One pair per displayed option order (counterbalanced runs), averaged per item.
+        pairs += [PromptPair(item.item_id, s, t) for s, t in zip(src, tgt, strict=True)]
+        if limit is not None and len({p.item_id for p in pairs}) >= limit:
             break
     return pairs, skipped
 

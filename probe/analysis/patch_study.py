@@ -143,6 +143,20 @@ def edited_positions(engine: Engine, pairs: Sequence[Any], offsets: Sequence[int
     return {"edited_offsets": sorted(edited), "first_item_tokens": tokens}
 
 
+def per_item(arrays: dict[str, np.ndarray], pairs: Sequence[Any]) -> dict[str, Any]:
+    """Average the displayed option orders of each item (counterbalanced runs: the run's own
+    readout is that mean, see :func:`probe.analysis.readout.item_queries`); a patch counts
+    for an item only if it touched every order."""
+    ids = [p.item_id for p in pairs]
+    out: dict[str, Any] = {}
+    for key in ("source", "target"):
+        out["item_ids"], out[key] = ro.item_means(ids, arrays[key])
+    for key in ("denoise", "noise"):
+        out[key] = ro.item_means(ids, arrays[key].T)[1].T
+    out["valid"] = ro.item_means(ids, arrays["valid"].T.astype(float))[1].T > 1 - 1e-9
+    return out
+
+
 def run_patching(run_dir: str, source: str, target: str = ans.BASELINE,
                  positions: int | None = None, limit: int | None = None,
                  loaded: LoadedModel | None = None, data_dir: str | None = None,
@@ -165,12 +179,14 @@ def run_patching(run_dir: str, source: str, target: str = ans.BASELINE,
                           f"biased/unbiased answer pair (skipped: {skipped})")
     plan = pp.plan(engine, pairs, positions)
     start = time.perf_counter()
-    arrays = patch_pairs(engine, run.config.mode, pairs, plan.patches())
+    arrays = per_item(patch_pairs(engine, run.config.mode, pairs, plan.patches()), pairs)
     result = summarise(arrays, plan, loaded.n_layers, threshold)
     result["readout"] = ro.readout_meta(run.config.mode)
     result["meta"] = {
         "source": source, "target": target, "alignment": plan.alignment, "scope": plan.scope,
-        "n_unaligned_pairs": plan.n_unaligned, "n_items": len(pairs), "skipped": skipped,
+        "n_unaligned_pairs": plan.n_unaligned, "n_items": len(arrays["item_ids"]),
+        "n_prompt_pairs": len(pairs), "orders_per_item": len(pairs) // len(arrays["item_ids"]),
+        "skipped": skipped,
         "model": run.config.model, "mode": run.config.mode,
         "positions": "offsets from the prompt end (-1 = last prompt token); 'answer' = the "
                      "option-tail columns, patched together",
@@ -179,10 +195,11 @@ def run_patching(run_dir: str, source: str, target: str = ans.BASELINE,
                       "denoise: target <- source, noise: source <- target; 0 none, 1 full",
         "threshold": threshold, "n_boot": ans.N_BOOT,
         "seconds": round(time.perf_counter() - start, 2)}
-    result["items"] = [{"item_id": p.item_id, "source": float(s), "target": float(t),
-                        "stored_source": ro.stored_value(p.source),
-                        "stored_target": ro.stored_value(p.target)}
-                       for p, s, t in zip(pairs, arrays["source"], arrays["target"],
+    stored = {(q.item_id, q.condition): ro.row_value(run.rows[(q.item_id, q.condition)])
+              for p in pairs for q in (p.source, p.target)}
+    result["items"] = [{"item_id": i, "source": float(s), "target": float(t),
+                        "stored_source": stored[(i, source)], "stored_target": stored[(i, target)]}
+                       for i, s, t in zip(arrays["item_ids"], arrays["source"], arrays["target"],
                                           strict=True)]
     result = json_safe(result)
     atomic_write_json(Path(run_dir) / "patching.json", result)

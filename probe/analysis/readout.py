@@ -23,14 +23,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from probe.analysis import answers as ans
+from probe.conditions import get_condition, question_text
 from probe.errors import DataError
 from probe.hooks import HookFn
 from probe.inference import Engine
 from probe.items import Item
 from probe.packing import Packed
+from probe.prompts import render
 from probe.scoring_modes import mode_prefix, option_texts
 
 MODES = ("text", "letter", "generate")
@@ -55,6 +58,7 @@ class Query:
     biased: int
     unbiased: int
     stored: tuple[float, ...] | None  # the run's option_scores (likelihood modes)
+    view: int = 0  # which displayed option order (counterbalanced runs)
 
 
 def readout_meta(mode: str) -> dict[str, Any]:
@@ -64,17 +68,62 @@ def readout_meta(mode: str) -> dict[str, Any]:
             "code_path": "Engine.pack_batch + packed_logprobs (the run's option scoring)"}
 
 
-def query(run: ans.RunData, engine: Engine, item: Item, condition: str) -> Query | None:
-    """The readout query of one item under one condition (None: no row or no answer pair).
+def item_queries(run: ans.RunData, engine: Engine, item: Item, condition: str
+                 ) -> list[Query]:
+    """The readout queries of one item under one condition: one per displayed option order
+    the run scored (every cyclic order when it counterbalanced BBQ options, see
+    :mod:`probe.counterbalance`), else just the row's own. Empty: no row or no answer pair.
 
-    The stored prompt is checked against a re-rendering (as :func:`answers.letter_prompt`).
+    With counterbalancing the run's score of an option is its log-softmax over the options,
+    averaged over the orders; a difference of two options' log-softmaxes is the difference
+    of their raw scores, so the run's readout is the mean over orders of each order's
+    readout, which is how every analysis combines these queries (:func:`item_means`).
     """
     row = run.row(item.item_id, condition)
     pair = None if row is None else ans.answer_pair(row)
     if row is None or pair is None:
-        return None
-    from probe.prompts import render
+        return []
+    from probe.counterbalance import META_KEY, shown
 
+    first = _view_query(run, engine, item, condition, row, pair, tuple(range(len(item.options))))
+    balance = (row.get("meta") or {}).get(META_KEY)
+    if not balance:
+        return [first]
+    out = []
+    for k, order in enumerate(balance["orders"]):
+        order = tuple(order)
+        if order == tuple(range(len(order))):
+            out.append(first)
+            continue
+        history = [tuple(h) for h in (balance.get("histories") or [[]] * (k + 1))[k]]
+        view = shown(item, order)
+        user, prefix = _view_turn(row, item, view, condition)
+        prefix = prefix + mode_prefix(view, run.config.mode)
+        prompt = render(engine.tokenizer, engine.loaded.chat, history,  # type: ignore[arg-type]
+                        user, prefix, run.config.system_prompt)
+        where = {orig: pos for pos, orig in enumerate(order)}
+        scores = balance["scores"][k]
+        out.append(Query(item.item_id, condition, prompt,
+                         tuple(option_texts(view, run.config.mode, prefix)),
+                         where[pair[0]], where[pair[1]], tuple(float(x) for x in scores), k))
+    return out
+
+
+def _view_turn(row: dict[str, Any], item: Item, view: Item, condition: str
+               ) -> tuple[str, str]:
+    """The scored turn with the options shown in another order: the row's own turn with its
+    question swapped for the reordered one (no condition code needed), else rebuilt."""
+    stored = (row.get("meta") or {}).get("final_turn")
+    if stored and question_text(item) in stored[0]:
+        return stored[0].replace(question_text(item), question_text(view), 1), stored[1]
+    final = get_condition(condition).build(view).final
+    return final.user, final.assistant_prefix
+
+
+def _view_query(run: ans.RunData, engine: Engine, item: Item, condition: str,
+                row: dict[str, Any], pair: tuple[int, int], order: tuple[int, ...]) -> Query:
+    """The query of the row's own prompt (the options in their original order), checked
+    against the prompt the run stored."""
     mode = run.config.mode
     meta = row.get("meta") or {}
     history = [tuple(h) for h in meta.get("history") or []]
@@ -89,9 +138,29 @@ def query(run: ans.RunData, engine: Engine, item: Item, condition: str) -> Query
         raise DataError(f"re-rendered prompt of {item.item_id} under {condition} differs from "
                         f"the run's (data or chat template changed?)", str(run.path))
     options = option_texts(item, "text" if mode == "generate" else mode, prefix)
-    stored = row.get("option_scores")
+    balance = meta.get("counterbalance")
+    stored = balance["scores"][0] if balance else row.get("option_scores")
     return Query(item.item_id, condition, prompt, tuple(options), pair[0], pair[1],
                  None if stored is None else tuple(float(s) for s in stored))
+
+
+def query(run: ans.RunData, engine: Engine, item: Item, condition: str) -> Query | None:
+    """The row's own query (first displayed order), or None."""
+    found = item_queries(run, engine, item, condition)
+    return found[0] if found else None
+
+
+def item_means(item_ids: list[str], values: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Average rows (axis 0 of ``values``) that belong to the same item (its displayed
+    orders), keeping first-seen item order."""
+    order = list(dict.fromkeys(item_ids))
+    index = {i: k for k, i in enumerate(order)}
+    sums = np.zeros((len(order), *values.shape[1:]))
+    counts = np.zeros(len(order))
+    for i, v in zip(item_ids, values, strict=True):
+        sums[index[i]] += v
+        counts[index[i]] += 1
+    return order, sums / counts.reshape(-1, *([1] * (values.ndim - 1)))
 
 
 def pack(engine: Engine, queries: list[Query]) -> Packed:
