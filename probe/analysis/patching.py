@@ -71,8 +71,11 @@ def n_tail(engine: Engine, pair: PromptPair) -> int:
 
 
 def prompt_tokens(engine: Engine, query: ro.Query) -> list[int]:
-    """The prompt's token ids as the run tokenized it."""
-    return list(engine.tokenizer(query.prompt, add_special_tokens=False).input_ids)
+    """The prompt's token ids as the run's packed row holds them (the joint tokenization of
+    prompt and options may move a trailing space onto the options)."""
+    packed = ro.pack(engine, [query])
+    end = packed.prompt_end[0]
+    return [int(t) for t in packed.input_ids[0, _prompt_start(packed, 0):end]]
 
 
 def is_aligned(engine: Engine, pair: PromptPair) -> bool:
