@@ -109,7 +109,26 @@ def patching_html(data: dict[str, Any]) -> str:
              if c in comps.get(d, {})]
     return (f"<p>Last position; {esc(what)}; 95% bootstrap intervals over items.</p>"
             + table(["layer", "residual hook", "denoise", "noise"], rows)
-            + table(["layer", *heads], bars))
+            + table(["layer", *heads], bars) + _heads_table(data, measure))
+
+
+def _heads_table(data: dict[str, Any], measure: str) -> str:
+    """Per layer, the attention head of largest |denoising effect| (hook_z patches)."""
+    heads = data.get("heads")
+    if not isinstance(heads, dict) or not isinstance(heads.get("denoise"), list):
+        return ""
+    per_layer = heads["denoise"]
+    rows = []
+    for layer, cells in zip(heads.get("layers") or range(len(per_layer)), per_layer,
+                            strict=False):
+        scored = [(abs(b["mean"]), h, c) for h, c in enumerate(cells or [])
+                  if isinstance(b := (c or {}).get(measure), dict)
+                  and isinstance(b.get("mean"), (int, float))]
+        if scored:
+            _, head, cell = max(scored, key=lambda t: t[0])
+            rows.append([layer, head, _cell(cell, measure), cell.get("n")])
+    return ("<p>Attention heads: per layer, the head whose output (denoising) moves the "
+            "readout most.</p>" + table(["layer", "head", "denoise", "n"], rows)) if rows else ""
 
 
 def probes_html(data: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from probe.analysis_summary import probe_best, read_analysis
-from probe.report_html import esc, fmt, table, with_ci
+from probe.report_html import esc, fmt, table, with_ci, words
 
 CONTROL_KEYS = ("control", "placebo", "controls")
 
@@ -81,6 +81,33 @@ def _control_text(data: dict[str, Any]) -> str:
     return "control: none recorded in patching.json (no placebo pair was patched)"
 
 
+def _unreliable_why(gap: dict[str, Any], threshold: Any) -> str:
+    """Why a gap carries no ratio: too small, or its interval contains 0."""
+    mean, ci = gap.get("mean"), gap.get("ci")
+    reasons = []
+    if isinstance(mean, (int, float)) and isinstance(threshold, (int, float)) \
+            and abs(mean) < threshold:
+        reasons.append(f"the gap is below the {fmt(threshold)}-nat threshold")
+    if isinstance(ci, list) and len(ci) == 2 and not _excludes_zero(ci):
+        reasons.append("its 95% interval contains 0")
+    if not reasons:
+        return str(gap.get("note") or "the gap is too small or its interval contains 0")
+    return " and ".join(reasons) + ", so a normalised effect would divide by noise"
+
+
+def _identities_text(data: dict[str, Any]) -> str:
+    """The identity patches (everything at the embedding = source, ...) as a sanity check."""
+    checks = data.get("identities")
+    if not isinstance(checks, dict) or not checks:
+        return ""
+    devs = [v for c in checks.values() if isinstance(c, dict) for k, v in c.items()
+            if k.endswith("max_abs_dev") and isinstance(v, (int, float))]
+    if not devs:
+        return ""
+    return (f" Identity checks ({', '.join(words(k) for k in checks)}): largest deviation "
+            f"{fmt(max(devs))} nats.")
+
+
 def patching_where(data: Any) -> str:
     """One paragraph: the patched pair, its gap, and where the effect appears (or not)."""
     meta = _get(data, "meta") or {}
@@ -90,13 +117,14 @@ def patching_where(data: Any) -> str:
     pair = [f"{meta['source']} → {meta.get('target', 'baseline')}" if "source" in meta else "",
             f"n={meta['n_items']} items" if "n_items" in meta else "",
             str(meta.get("alignment") or ""),
+            f"patched: {meta['scope']}" if meta.get("scope") else "",
             f"readout: {_get(data, 'readout', 'mode')} mode" if _get(data, "readout") else ""]
     head = (f"<p><b>Activation patching</b> ({esc(', '.join(p for p in pair if p))}): "
             f"readout gap source − target {esc(with_ci(gap.get('mean'), gap.get('ci')))}.")
     if not gap.get("reliable"):
-        why = gap.get("note") or "the gap is too small or its interval contains 0"
+        why = _unreliable_why(gap, meta.get("threshold"))
         return (f"{head} <b class='null'>No localisable effect</b>: {esc(why)}. "
-                f"{esc(_control_text(data))}.</p>")
+                f"{esc(_control_text(data))}.{esc(_identities_text(data))}</p>")
     onset, peak = resid_onset(data, "normalised"), component_peak(data, "normalised")
     parts = [head]
     if onset:
@@ -111,7 +139,7 @@ def patching_where(data: Any) -> str:
         parts.append(f" Largest component effect: <b>{esc(peak['component'])} layer "
                      f"{esc(peak['layer'])}</b> {esc(with_ci(peak['value'], peak['ci']))} "
                      f"(n={esc(peak['n'])}).")
-    parts.append(f" {esc(_control_text(data))}.</p>")
+    parts.append(f" {esc(_control_text(data))}.{esc(_identities_text(data))}</p>")
     return "".join(parts)
 
 

@@ -83,7 +83,7 @@ def test_localisation_states_no_effect_when_absent_or_unreliable(tmp_path: Path)
     (run / "patching.json").write_text(json.dumps(unreliable))
     where = section(report.write_report(run).read_text(encoding="utf-8"), "Where inside",
                     "</section>")
-    assert "No localisable effect" in where and "gap interval includes 0" in where
+    assert "No localisable effect" in where and "its 95% interval contains 0" in where
     assert "attn_out layer" not in where
 
 
@@ -96,6 +96,8 @@ def test_localisation_names_onset_and_peak_with_intervals(tmp_path: Path) -> Non
     data["resid"]["labels"] = ["resid_pre 0", "resid_pre 1", "resid_pre 2", "resid_post 2"]
     data["resid"]["noise"] = data["resid"]["denoise"]
     data["meta"] = {"source": "instruct-1", "target": "baseline", "n_items": 12}
+    data["identities"] = {"embedding_all": {"denoise_max_abs_dev": 2e-6,
+                                            "noise_max_abs_dev": 0.0}}
     assert resid_onset(data, "normalised")["label"] == "resid_pre 2"
     assert component_peak(data, "normalised")["component"] == "attn_out"
     run, _ = gains_run(tmp_path)
@@ -107,6 +109,7 @@ def test_localisation_names_onset_and_peak_with_intervals(tmp_path: Path) -> Non
     assert "<b>resid_pre 2</b> (0.800 [0.600, 1.000], n=12)" in where
     assert "attn_out layer 1</b> -0.700 [-0.700, -0.700]" in where
     assert "above the control" in where and "control: none recorded" in where
+    assert "Identity checks (embedding all): largest deviation 2.00e-06 nats" in where
 
 
 def test_stages_are_read_from_the_folder(tmp_path: Path) -> None:
@@ -145,9 +148,13 @@ def test_tables_have_word_headers_layer_columns_and_no_empty_header(tmp_path: Pa
         {"meta": {"instruction": "instruct-1"},
          "results": [{"hook": "blocks.3.hook_resid_post", "alpha": 4.0,
                       "ambig": {"mean": -0.25, "ci": [-0.5, 0.0]}}]}))
-    (run / "patching.json").write_text(json.dumps(patching({"attn": [0.1], "mlp": [0.2]})))
+    patched = patching({"attn": [0.1], "mlp": [0.2]})
+    patched["heads"] = {"layers": [0], "denoise": [[
+        {"normalised": {"mean": m, "ci": [m - 0.1, m + 0.1]}, "n": 9} for m in (0.1, -0.6, 0.3)]]}
+    (run / "patching.json").write_text(json.dumps(patched))
     (run / "probes.json").write_text(json.dumps(probes_json({"logreg": [0.5, 0.9]})))
     page = report.write_report(run).read_text(encoding="utf-8")
+    assert "<tr><td>0</td><td>1</td><td>-0.600 [-0.700, -0.500]</td><td>9</td></tr>" in page
     heads = re.findall(r"<thead><tr>(.*?)</tr></thead>", page)
     assert heads and all("<th></th>" not in h for h in heads)
     cells = [c for h in heads for c in re.findall(r"<th>(.*?)</th>", h)]
