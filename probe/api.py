@@ -95,23 +95,25 @@ def probes_and_directions(run: RunLike, targets: Sequence[str] | None = None,
     from probe.analysis.directions import compute_directions, paired_rows, plot_cosines
     from probe.analysis.probe_plots import plot_probes
     from probe.analysis.probes import KINDS, run_probes
+    from probe.runlock import run_lock
 
     path = _path(run)
-    store = tg.open_store(path)
-    store.load(store.hook_names[0], rows=[], position=position)  # unknown position: fail now
-    chosen = list(layers) if layers else None
-    result = run_probes(path, list(targets) if targets else None,
-                        tuple(kinds) if kinds else KINDS, seed=seed, layers=chosen,
-                        store=store, position=position, progress=progress)
-    plot_probes(result, path / "plots" / "probes.png")
-    rows = tg.read_rows(path / "generations.jsonl")
-    entries = []
-    for cond in tg.instruction_conditions(rows):
-        if paired_rows(store.rows, cond, position=position)[0]:
-            entries.append({"condition": cond, **compute_directions(
-                path, cond, store=store, layers=chosen, position=position)})
-    if entries:
-        plot_cosines(path / "directions.json", path / "plots" / "directions.png")
+    with run_lock(path, "probes"):  # one writer: probes.json, directions, plots
+        store = tg.open_store(path)
+        store.load(store.hook_names[0], rows=[], position=position)  # unknown position: fail
+        chosen = list(layers) if layers else None
+        result = run_probes(path, list(targets) if targets else None,
+                            tuple(kinds) if kinds else KINDS, seed=seed, layers=chosen,
+                            store=store, position=position, progress=progress)
+        plot_probes(result, path / "plots" / "probes.png")
+        rows = tg.read_rows(path / "generations.jsonl")
+        entries = []
+        for cond in tg.instruction_conditions(rows):
+            if paired_rows(store.rows, cond, position=position)[0]:
+                entries.append({"condition": cond, **compute_directions(
+                    path, cond, store=store, layers=chosen, position=position)})
+        if entries:
+            plot_cosines(path / "directions.json", path / "plots" / "directions.png")
     return result, entries
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 import traceback
 
 import click
 
 from probe.errors import ProbeError
+
+# OS errors that are the user's to fix (permissions, read-only or full disks).
+USER_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
 
 
 class ProbeGroup(click.Group):
@@ -21,6 +25,15 @@ class ProbeGroup(click.Group):
                 traceback.print_exc()
             click.echo(f"probe: error: {err}", err=True)
             sys.exit(err.exit_code)
+        except OSError as err:
+            # The environment, not a bug: a read-only folder, a full disk, a missing permission.
+            if err.errno not in USER_ERRNOS:
+                raise
+            if ctx.obj and ctx.obj.get("debug"):
+                traceback.print_exc()
+            where = f"{err.filename}: " if err.filename else ""
+            click.echo(f"probe: error: {where}{err.strerror}", err=True)
+            sys.exit(2)
         except KeyboardInterrupt:
             click.echo("probe: interrupted; finished work is saved, rerun to resume", err=True)
             sys.exit(130)

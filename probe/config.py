@@ -39,6 +39,7 @@ class RunConfig:
     act_rows_per_shard: int = 256  # rows per activation file (memory holds up to two shards)
     shard: str | None = None  # "i/N": this process runs the i-th of N item shards
     trust_remote_code: bool = False
+    allow_pickle: bool = False  # model weights from pickle files (.bin) as well as safetensors
     device_map: str | None = None  # e.g. "auto": one model over several GPUs (accelerate)
     attention: str = "eager"  # "sdpa": fused attention kernel where no attention hook needs eager
     # "default": the chat template's own system prompt (if any); "none": no system block;
@@ -58,6 +59,7 @@ class RunConfig:
                 raise UnknownNameError("benchmark (--benchmark)", bench, BENCHMARK_NAMES)
         checks = [("--limit", self.limit), ("--batch-size", self.batch_size),
                   ("--max-new-tokens", self.max_new_tokens),
+                  ("--reasoning-tokens", self.reasoning_tokens),
                   ("--act-positions", self.act_positions),
                   ("--rows-per-shard", self.act_rows_per_shard)]
         for option, value in checks:

@@ -1,10 +1,10 @@
 """Fault injection, a testing aid: make a real ``probe`` process die at a named point.
 
 Set ``PROBE_FAULT="point:count"`` (or ``"point:count:INT"``; several specs separated by
-commas) and the process sends itself SIGKILL (or SIGINT, i.e. a Ctrl-C) the ``count``-th
-time the code calls :func:`point` with that name. Tests use it to kill a ``probe run``
-subprocess at exact places and check that a rerun finishes with the same folder as an
-uninterrupted run. Unset (the normal case) :func:`point` does nothing but read one
+commas) and the process sends itself SIGKILL (or INT, i.e. a Ctrl-C; TERM; STOP, a pause)
+the ``count``-th time the code calls :func:`point` with that name. Tests use it to kill a
+``probe run`` subprocess at exact places and check that a rerun finishes with the same
+folder as an uninterrupted run. Unset (the normal case) :func:`point` does nothing but read one
 environment variable.
 
 Points called by the engine (see ``probe/study.py``):
@@ -23,7 +23,10 @@ import signal
 from collections.abc import Callable
 
 ENV = "PROBE_FAULT"
-SIGNALS = {"KILL": signal.SIGKILL, "INT": signal.SIGINT, "TERM": signal.SIGTERM}
+# STOP pauses the process (it keeps its files and locks) until a SIGCONT: tests use it to
+# hold a run folder's lock while a second process tries the same folder.
+SIGNALS = {"KILL": signal.SIGKILL, "INT": signal.SIGINT, "TERM": signal.SIGTERM,
+           "STOP": signal.SIGSTOP}
 
 # Calls per point name in this process; only counted while a fault is configured.
 _hits: dict[str, int] = {}
@@ -35,7 +38,7 @@ def parse(spec: str) -> dict[str, tuple[int, signal.Signals]]:
     for part in filter(None, (p.strip() for p in spec.split(","))):
         fields = part.split(":")
         if len(fields) not in (2, 3) or not fields[1].isdigit() or int(fields[1]) < 1:
-            raise ValueError(f"{ENV}: expected point:count[:KILL|INT|TERM], got {part!r}")
+            raise ValueError(f"{ENV}: expected point:count[:KILL|INT|TERM|STOP], got {part!r}")
         sig = fields[2].upper() if len(fields) == 3 else "KILL"
         if sig not in SIGNALS:
             raise ValueError(f"{ENV}: unknown signal {sig!r} in {part!r}")

@@ -70,6 +70,9 @@ class Capture:
         if end is None:
             return tensor[:, -self.n_positions:, :]
         cols = torch.tensor(end)[:, None] - self.n_positions + torch.arange(self.n_positions)
+        # A prompt shorter than k: clamp instead of wrapping round to the sequence's end;
+        # the study zeroes those columns and records how many are real.
+        cols = cols.clamp(min=0)
         rows = torch.arange(len(end))[:, None]
         return tensor[rows.to(tensor.device), cols.to(tensor.device)]
 

@@ -27,8 +27,10 @@ from probe.config import RunConfig
 from probe.errors import ConfigError
 from probe.io import atomic_write_json, atomic_write_text, dumps, read_json
 from probe.pipeline import Unit, plan_batches, plan_units
+from probe.provenance import file_record
+from probe.runlock import LOCK_NAME, run_lock
 from probe.runs import RESUME_IGNORED, RunFolder, config_diff
-from probe.study import finish, load_items, resolve_conditions
+from probe.study import data_files, finish, load_items, resolve_conditions
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ def merge_runs(shard_dirs: Sequence[str | Path], out: str | Path) -> RunFolder:
     """Merge finished shard run folders into a new run folder ``out``; returns it."""
     shards = _open_shards(shard_dirs)
     cfg = RunConfig.from_dict({**shards[0].config, "shard": None})
+    _check_data_unchanged(cfg, shards[0])
     items, reports = load_items(cfg)
     from probe.condition_files import RECORD_KEY, register_record
 
@@ -49,12 +52,14 @@ def merge_runs(shard_dirs: Sequence[str | Path], out: str | Path) -> RunFolder:
     from_file = register_record(record, str(shards[0].run_json)) if record else []
     units = plan_units(items, resolve_conditions(cfg, from_file))
     rows = _collect_rows(shards, {u.key for u in units})
-    folder = _create(Path(out), cfg, shards)
-    atomic_write_text(folder.generations, "".join(dumps(r, indent=None) + "\n" for r in rows))
-    if cfg.cache_acts:
-        _merge_acts(shards, folder, _act_order(units))
-    finish(folder, units, reports)
-    return RunFolder.open(folder.path)
+    with run_lock(out, "merge"):
+        folder = _create(Path(out), cfg, shards)
+        atomic_write_text(folder.generations,
+                          "".join(dumps(r, indent=None) + "\n" for r in rows))
+        if cfg.cache_acts:
+            _merge_acts(shards, folder, _act_order(units))
+        finish(folder, units, reports)
+        return RunFolder.open(folder.path)
 
 
 def _open_shards(shard_dirs: Sequence[str | Path]) -> list[RunFolder]:
@@ -69,6 +74,7 @@ def _open_shards(shard_dirs: Sequence[str | Path]) -> list[RunFolder]:
         if diff:
             raise ConfigError(f"{other.path} and {first.path} were run with different "
                               f"configs; differing keys: {', '.join(sorted(diff))}")
+        _check_same_inputs(first, other)
     indices = []
     for folder in shards:
         spec = folder.config.get("shard")
@@ -80,6 +86,40 @@ def _open_shards(shard_dirs: Sequence[str | Path]) -> list[RunFolder]:
                               f"command to resume it, then merge")
     _check_indices(indices, [s.path for s in shards])
     return [s for _, s in sorted(zip(indices, shards, strict=True), key=lambda p: p[0])]
+
+
+def _file_hashes(folder: RunFolder) -> dict[str, str | None]:
+    """Role or data file name -> sha256, as recorded in the folder's run.json."""
+    files = folder.provenance.get("files") or {}
+    return {name: (rec or {}).get("sha256") for name, rec in files.items()}
+
+
+def _check_same_inputs(first: RunFolder, other: RunFolder) -> None:
+    """Shards must have read the same data files and model weights, byte for byte.
+
+    ``data_dir`` may be spelled differently per machine (it is not compared as config),
+    so the hashes recorded at run time are what tells whether two shards saw one data set.
+    """
+    a, b = _file_hashes(first), _file_hashes(other)
+    differ = sorted(n for n in set(a) | set(b) if a.get(n) != b.get(n))
+    if differ:
+        raise ConfigError(f"{other.path} and {first.path} ran on different data or model "
+                          f"files (sha256 differs or is missing: {', '.join(differ)}); merge "
+                          f"only the shards of one run")
+    facts = ("n_params", "n_layers", "d_model")
+    ma, mb = first.provenance.get("model") or {}, other.provenance.get("model") or {}
+    if any(ma.get(f) != mb.get(f) for f in facts):
+        raise ConfigError(f"{other.path} and {first.path} ran different models "
+                          f"({', '.join(f'{f} {ma.get(f)} vs {mb.get(f)}' for f in facts)})")
+
+
+def _check_data_unchanged(cfg: RunConfig, first: RunFolder) -> None:
+    """The data files the merge reloads (for item order) are those the shards ran on."""
+    recorded = _file_hashes(first)
+    for rel, path in data_files(cfg).items():
+        if rel in recorded and file_record(path)["sha256"] != recorded[rel]:
+            raise ConfigError(f"{path} changed since the shards ran (sha256 differs from "
+                              f"{first.path}/run.json); merge with the data they ran on")
 
 
 def _check_indices(indices: list[tuple[int, int]], paths: list[Path]) -> None:
@@ -120,7 +160,7 @@ def _collect_rows(shards: list[RunFolder], expected: set[Key]) -> list[dict[str,
 
 def _create(out: Path, cfg: RunConfig, shards: list[RunFolder]) -> RunFolder:
     """A fresh run folder with the merged config and the list of sources."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and (not out.is_dir() or any(p.name != LOCK_NAME for p in out.iterdir())):
         raise ConfigError(f"--out {out} exists and is not empty; merge into a new folder")
     commits = {str(s.provenance.get("git", {}).get("commit")) for s in shards}
     if len(commits) > 1:

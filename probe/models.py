@@ -141,12 +141,33 @@ def _looks_like_hub_id(name: str) -> bool:
     return len(parts) == 2 and all(parts) and not name.startswith((".", "/"))
 
 
+# Weight files that are Python pickles: loading one can run code hidden in it (even
+# torch.load(weights_only=True) is a restricted unpickler, not a format without code).
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+PICKLE_WHY = ("pickle weights can run code hidden in the file; use a safetensors copy, or "
+              "pass --allow-pickle if you trust it")
+
+
+def check_weights_format(folder: Path, allow_pickle: bool) -> None:
+    """Refuse a local model folder whose only weights are pickles, unless allowed."""
+    files = [p for p in folder.iterdir() if p.is_file()]
+    if allow_pickle or any(p.suffix == ".safetensors" for p in files):
+        return
+    pickled = sorted(p.name for p in files if p.suffix in PICKLE_SUFFIXES)
+    if pickled:
+        raise ConfigError(f"model folder {folder} holds only pickle weights "
+                          f"({', '.join(pickled)}): {PICKLE_WHY}")
+
+
 def _hf_load(source: str, dtype: torch.dtype, trust_remote_code: bool,
-             device_map: str | None = None) -> tuple[Any, Any]:
+             device_map: str | None = None, allow_pickle: bool = False) -> tuple[Any, Any]:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    if Path(source).is_dir():
+        check_weights_format(Path(source), allow_pickle)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    model_kwargs: dict[str, Any] = {}
+    # Hub repos too: never fall back to pytorch_model.bin unless the user allows pickles.
+    model_kwargs: dict[str, Any] = {} if allow_pickle else {"use_safetensors": True}
     if device_map is not None:
         # The bridge refuses device_map with a pre-loaded model, so accelerate splits the
         # layers here, at load time (models larger than one GPU).
@@ -159,9 +180,20 @@ def _hf_load(source: str, dtype: torch.dtype, trust_remote_code: bool,
                                                      **model_kwargs)
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if not allow_pickle and "safetensors" in str(err):
+            raise ProbeError(f"model {source!r} has no safetensors weights: {PICKLE_WHY}") \
+                from err
         raise ProbeError(
             f"could not load model {source!r} (not in the local Hugging Face cache and the hub "
             f"is unreachable, or not a causal LM): {first}") from err
+    except Exception as err:
+        # torch's weights-only unpickler refused an object that is not a tensor: the
+        # pickle holds code. (Named by type: probe never imports the pickle module.)
+        if type(err).__name__ != "UnpicklingError":
+            raise
+        raise ProbeError(f"model {source!r}: its pickle weights hold objects other than "
+                         f"tensors, which torch's weights-only loader refused (the file may "
+                         f"try to run code); not loaded") from err
     return model, tokenizer
 
 
@@ -203,20 +235,22 @@ def bridge_from_hf(name: str, model: Any, tokenizer: Any, device: str = "cpu",
                        source=source or name, device=device, dtype=dtype)
 
 
-_LOADED: dict[tuple[str, str, str, bool, str | None], LoadedModel] = {}
+_LOADED: dict[tuple[str, str, str, bool, str | None, bool], LoadedModel] = {}
 
 
 def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "float32",
-               trust_remote_code: bool = False, device_map: str | None = None) -> LoadedModel:
+               trust_remote_code: bool = False, device_map: str | None = None,
+               allow_pickle: bool = False) -> LoadedModel:
     """Load a model once per process: an embedded name, a local folder, or a hub id.
 
     Unknown names that are neither embedded, a folder, nor shaped like ``org/name`` get an
     error listing the embedded models. ``device_map`` ("auto", "balanced"...) spreads a
-    folder or hub model over several GPUs with accelerate.
+    folder or hub model over several GPUs with accelerate. Weights load from safetensors
+    only, unless ``allow_pickle`` (see :func:`check_weights_format`).
     """
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype)
-    key = (name, device, dtype, trust_remote_code, device_map)
+    key = (name, device, dtype, trust_remote_code, device_map, allow_pickle)
     if key in _LOADED:
         return _LOADED[key]
     if name == TINY_MODEL:
@@ -228,7 +262,8 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "flo
         loaded = bridge_from_hf(EMBEDDED[name]["hf_name"], model, tokenizer, device, dtype,
                                 source=str(embedded_gguf(name)))
     elif Path(name).is_dir() or _looks_like_hub_id(name):
-        model, tokenizer = _hf_load(name, torch_dtype, trust_remote_code, device_map)
+        model, tokenizer = _hf_load(name, torch_dtype, trust_remote_code, device_map,
+                                    allow_pickle)
         loaded = bridge_from_hf(name, model, tokenizer, device, dtype, source=name)
     else:
         valid = [*EMBEDDED, TINY_MODEL, "<hub org/name>", "<local folder>"]

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from probe.runlock import locks_run
 from probe.runs import RunFolder
 from probe.scoring.metrics import compute_metrics
 
@@ -264,6 +265,7 @@ def plot_metrics(metrics: dict[str, Any], out_dir: Path,
             for name, (bench, draw) in FIGURES.items() if blocks[bench]]
 
 
+@locks_run("plots")
 def plot_run(run_dir: str | Path) -> list[Path]:
     """Draw the output-study figures of a run into ``RUN/plots/``; returns their paths."""
     folder = RunFolder.open(run_dir)

@@ -22,6 +22,7 @@ from probe.report_details import examples_section, metrics_section, stage_rows
 from probe.report_html import details, esc, table
 from probe.report_summary import gains_summary
 from probe.report_where import where_summary
+from probe.runlock import locks_run
 from probe.runs import RunFolder
 
 CAPTIONS: dict[str, str] = {
@@ -106,6 +107,7 @@ def build_page(folder: RunFolder) -> str:
             "</body></html>")
 
 
+@locks_run("report")
 def write_report(run_dir: str | Path) -> Path:
     """Write ``RUN/report.html`` (self-contained) and return its path."""
     folder = RunFolder.open(run_dir)

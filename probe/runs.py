@@ -30,6 +30,7 @@ from probe.io import (
     repair_jsonl,
     to_jsonable,
 )
+from probe.runlock import LOCK_NAME
 
 # What a run folder's rows mean. A folder of another version is neither resumed, nor
 # re-scored, nor analysed: its rows would be mixed with, or read as, rows they are not.
@@ -45,7 +46,7 @@ SCHEMA_CHANGES: dict[int, str] = {
 RESUME_IGNORED: frozenset[str] = frozenset(
     # data_dir may be spelled differently; the data files' hashes are compared instead.
     {"batch_size", "device", "out", "progress", "verbose", "log_level", "num_workers",
-     "data_dir", "device_map"}
+     "data_dir", "device_map", "allow_pickle"}
 )
 
 ANALYSIS_FILES: dict[str, str] = {
@@ -107,13 +108,34 @@ def schema_error(path: Path, version: Any, config: dict[str, Any]) -> ConfigErro
                        f"(its options are in {path / 'run.json'})")
 
 
+def unique_rows(numbered: list[tuple[int, dict[str, Any]]], path: Path) -> list[dict[str, Any]]:
+    """The rows of a generations file, checked: each (item_id, condition) at most once.
+
+    Two rows for one key mean two writers shared the folder (or files were concatenated);
+    keeping either would count an item twice or pick one arbitrarily, so it is an error
+    naming both lines.
+    """
+    first: dict[tuple[str, str], int] = {}
+    rows = []
+    for line_no, row in numbered:
+        if "item_id" not in row or "condition" not in row:
+            raise DataError("row lacks item_id or condition", str(path), line_no)
+        key = (str(row["item_id"]), str(row["condition"]))
+        if key in first:
+            raise DataError(f"row {key} is also on line {first[key]}: two processes wrote this "
+                            f"folder, or files were joined; rerun into a new --out", str(path),
+                            line_no)
+        first[key] = line_no
+        rows.append(row)
+    return rows
+
+
 class RunFolder:
     """A run's output directory; build with :meth:`create_or_resume` or :meth:`open`."""
 
     def __init__(self, path: str | Path, info: dict[str, Any]):
         self.path = Path(path)
         self.info = info
-        self._duplicates: list[tuple[str, str]] = []
 
     # -- paths ---------------------------------------------------------------------------
     @property
@@ -188,15 +210,17 @@ class RunFolder:
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise ConfigError(f"--out {path} is a file, not a folder")
-        if not path.is_dir() or not any(path.iterdir()):
-            info = {"schema_version": SCHEMA_VERSION, "config": to_jsonable(config),
-                    "provenance": to_jsonable(provenance), "created": _now(), "stages": {}}
-            folder = cls(path, info)
-            folder._save()
-            return folder
+        if not path.is_dir() or not any(p.name != LOCK_NAME for p in path.iterdir()):
+            return cls._start(path, config, provenance)
         info = cls._read_info(path)
         diff = config_diff(info["config"], config)
         blocking = {k: v for k, v in diff.items() if not _ignored(k)}
+        if blocking and cls._nothing_computed(path):
+            # A start that failed before its first row (bad flag, no GPU) must not pin the
+            # folder to its config: nothing is lost by starting again with the new one.
+            log.info("run folder %s holds no results yet; starting it with the new config",
+                     path)
+            return cls._start(path, config, provenance)
         if blocking:
             detail = "; ".join(f"key {k}: {o!r} -> {n!r}" for k, (o, n) in blocking.items())
             raise ConfigError(f"run folder {path} was written with another config: {detail}; "
@@ -213,6 +237,26 @@ class RunFolder:
         folder._save()
         return folder
 
+    @classmethod
+    def _start(cls, path: Path, config: dict[str, Any],
+               provenance: dict[str, Any]) -> RunFolder:
+        info = {"schema_version": SCHEMA_VERSION, "config": to_jsonable(config),
+                "provenance": to_jsonable(provenance), "created": _now(), "stages": {}}
+        folder = cls(path, info)
+        folder._save()
+        return folder
+
+    @staticmethod
+    def _nothing_computed(path: Path) -> bool:
+        """No rows, activation shards or analyses: run.json, the lock, temp files, and an
+        empty generations.jsonl or shard-less activations/ that a failed start opened."""
+        for p in path.iterdir():
+            empty = ((p.name == "generations.jsonl" and p.stat().st_size == 0)
+                     or (p.name == "activations" and not any(p.glob("shard-*"))))
+            if not (empty or p.name in ("run.json", LOCK_NAME) or p.name.endswith(".tmp")):
+                return False
+        return True
+
     def _save(self) -> None:
         atomic_write_json(self.run_json, self.info)
 
@@ -226,33 +270,14 @@ class RunFolder:
 
     # -- generations ---------------------------------------------------------------------
     def _load_rows(self) -> list[dict[str, Any]]:
-        """Rows of generations.jsonl, first of each (item_id, condition) kept."""
+        """Rows of generations.jsonl; a key written twice is an error (see :func:`unique_rows`)."""
         if not self.generations.exists():
             return []
-        rows: list[dict[str, Any]] = []
-        seen: set[tuple[str, str]] = set()
-        self._duplicates = []
-        for line_no, row in read_jsonl_numbered(self.generations):
-            if "item_id" not in row or "condition" not in row:
-                raise DataError("row lacks item_id or condition", str(self.generations), line_no)
-            key = (str(row["item_id"]), str(row["condition"]))
-            if key in seen:
-                self._duplicates.append(key)
-                continue
-            seen.add(key)
-            rows.append(row)
-        if self._duplicates:
-            log.warning("%s: %d duplicated (item_id, condition) rows ignored, first: %s",
-                        self.generations, len(self._duplicates), self._duplicates[0])
-        return rows
+        return unique_rows(read_jsonl_numbered(self.generations), self.generations)
 
     def rows(self) -> list[dict[str, Any]]:
-        """All generation rows (a torn last line is skipped, duplicates keep the first)."""
+        """All generation rows (a torn last line is skipped); duplicated keys raise DataError."""
         return self._load_rows()
-
-    def duplicates(self) -> list[tuple[str, str]]:
-        """Keys found more than once by the last :meth:`rows`/:meth:`done_keys` call."""
-        return list(self._duplicates)
 
     def done_keys(self) -> set[tuple[str, str]]:
         """(item_id, condition) pairs already generated; repairs a torn tail first."""

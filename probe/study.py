@@ -30,6 +30,7 @@ from probe.items import Item
 from probe.models import LoadedModel, load_model
 from probe.pipeline import Unit, in_shard, plan_batches, plan_units, run_batch_safe
 from probe.provenance import provenance
+from probe.runlock import run_lock
 from probe.runs import RunFolder
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,8 @@ def model_facts(loaded: LoadedModel) -> dict[str, Any]:
             "n_layers": loaded.n_layers, "d_model": loaded.d_model}
 
 
-def _data_files(cfg: RunConfig) -> dict[str, Path]:
+def data_files(cfg: RunConfig) -> dict[str, Path]:
+    """The benchmark files of the configured benchmarks that exist, by relative path."""
     files = {}
     for bench in cfg.benchmarks:
         for rel in get_benchmark(bench).files:
@@ -114,9 +116,13 @@ def _done_batches(folder: RunFolder, batches: list[list[Unit]],
 
 
 def run_study(cfg: RunConfig, out: Path, loaded: LoadedModel | None = None) -> StudyResult:
-    """Run (or resume) the study described by ``cfg`` into the folder ``out``."""
+    """Run (or resume) the study described by ``cfg`` into the folder ``out``.
+
+    The folder is locked (:func:`probe.runlock.run_lock`) from before the model loads until
+    the metrics are written: a second process on the same ``out`` is refused at once.
+    """
     cfg.validate()
-    from probe.condition_files import RECORD_KEY, conditions_used, load_conditions_file
+    from probe.condition_files import load_conditions_file
 
     record = None
     if cfg.conditions_file is not None:
@@ -126,9 +132,18 @@ def run_study(cfg: RunConfig, out: Path, loaded: LoadedModel | None = None) -> S
     # A shard may hold no items when there are more shards than items: it finishes empty.
     if not items and cfg.shard is None:
         raise ConfigError("no items to run: check --benchmark, --category and the data dir")
+    with run_lock(out, "run"):
+        return _run_locked(cfg, Path(out), loaded, conditions, items, reports, record)
+
+
+def _run_locked(cfg: RunConfig, out: Path, loaded: LoadedModel | None, conditions: list[str],
+                items: list[Item], reports: list[LoadReport],
+                record: dict[str, Any] | None) -> StudyResult:
     loaded = loaded or load_model(cfg.model, cfg.device, cfg.dtype, cfg.trust_remote_code,
-                                 cfg.device_map)
-    extra = {**_data_files(cfg), "model": Path(loaded.source)}
+                                 cfg.device_map, cfg.allow_pickle)
+    from probe.condition_files import RECORD_KEY, conditions_used
+
+    extra = {**data_files(cfg), "model": Path(loaded.source)}
     if record is not None:  # its hash under "files" makes a resume with an edited file fail
         extra[RECORD_KEY] = Path(record["path"])
     facts = provenance({k: v for k, v in extra.items() if v.exists()})
@@ -136,6 +151,9 @@ def run_study(cfg: RunConfig, out: Path, loaded: LoadedModel | None = None) -> S
     if record is not None:
         facts[RECORD_KEY] = record
     facts["conditions"] = conditions_used(conditions, record)
+    if cfg.cache_acts and cfg.act_positions > loaded.n_ctx:
+        raise ConfigError(f"--act-positions {cfg.act_positions} is more than the model's "
+                          f"{loaded.n_ctx} positions")
     folder = RunFolder.create_or_resume(out, cfg.to_dict(), facts)
     # A resumed run starts at the size that fitted before instead of failing again first.
     start = min(cfg.batch_size, folder.fitting_batch_size(loaded.device) or cfg.batch_size)
@@ -184,11 +202,21 @@ def _write_acts(writer: ShardWriter, rows: list, acts: dict, already: set) -> No
     if not keep:
         return
     steps = acts.pop(STEPS_KEY, None)
+    k = sum(1 for p in writer.positions if p < 0)
+    # A prompt shorter than k tokens: its first columns hold padding (or nothing), not
+    # prompt positions. Store zeros there and record how many prompt columns are real.
+    real = [min(k, int(ran[i].n_prompt_tokens or k)) for i in keep]
     metas = [{"item_id": ran[i].item_id, "condition": ran[i].condition,
               "benchmark": ran[i].benchmark, "group": ran[i].group,
-              "positions": writer.positions,
-              **({} if steps is None else {"n_steps": int(steps[i])})} for i in keep]
-    writer.add(metas, {name: t[keep] for name, t in acts.items()})
+              "positions": writer.positions, "n_prompt_positions": n,
+              **({} if steps is None else {"n_steps": int(steps[i])})}
+             for i, n in zip(keep, real, strict=True)]
+    tensors = {name: t[keep] for name, t in acts.items()}
+    for row, n in enumerate(real):
+        if n < k:
+            for t in tensors.values():
+                t[row, :k - n] = 0
+    writer.add(metas, tensors)
 
 
 def finish(folder: RunFolder, units: list[Unit], reports: list[LoadReport]) -> StudyResult:

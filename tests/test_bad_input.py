@@ -127,7 +127,8 @@ def test_unknown_name_lists_valid_ones(data: Path, tmp_path: Path, option: str, 
     user_error(run(data, tmp_path / "out", option, value), "unknown", repr(value), valid)
 
 
-@pytest.mark.parametrize("option", ["--limit", "--batch-size", "--max-new-tokens"])
+@pytest.mark.parametrize("option", ["--limit", "--batch-size", "--max-new-tokens",
+                                    "--reasoning-tokens"])
 @pytest.mark.parametrize("value", ["0", "-3"])
 def test_non_positive_numbers_refused(data: Path, tmp_path: Path, option: str,
                                       value: str) -> None:

@@ -70,7 +70,8 @@ def test_bad_rows_name_file_and_line(tmp_path: Path) -> None:
         load_bbq(tmp_path, ["Age"])
     row = bbq_row()
     del row["label"]
-    write_jsonl(tmp_path / "bbq" / "Age.jsonl", [bbq_row(), bbq_row(), row])
+    row["example_id"] = 2
+    write_jsonl(tmp_path / "bbq" / "Age.jsonl", [bbq_row(), bbq_row(example_id=1), row])
     with pytest.raises(DataError, match=r"Age\.jsonl:3: missing field 'label'"):
         load_bbq(tmp_path, ["Age"])
     write_jsonl(tmp_path / "bbq" / "Age.jsonl", [bbq_row(label="2")])

@@ -116,6 +116,37 @@ def test_duplicate_rows_and_unfinished_shards_are_refused(runs, tmp_path):
         merge_runs([runs["s0"], unfinished, runs["s2"]], tmp_path / "m")
 
 
+def _edited_data(data_dir: Path, dst: Path) -> Path:
+    """A copy of the two categories the runs use, every context changed, ids unchanged."""
+    for cat in ("Age", "Religion"):
+        rows = [json.loads(x) for x in (data_dir / "bbq" / f"{cat}.jsonl").open()]
+        for row in rows:
+            row["context"] += " It was raining."
+        (dst / "bbq").mkdir(parents=True, exist_ok=True)
+        (dst / "bbq" / f"{cat}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return dst
+
+
+def test_shards_run_on_different_data_are_refused(runs, tmp_path, tiny, data_dir):
+    other = _edited_data(data_dir, tmp_path / "data2")
+    s1 = tmp_path / "s1-other-data"
+    run_study(_cfg(other, f"1/{N}"), s1, loaded=tiny)  # same ids and config, other text
+    with pytest.raises(ConfigError, match=r"different data or model files .*bbq/Age\.jsonl"):
+        merge_runs([runs["s0"], s1, runs["s2"]], tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+    # The data the merge reloads must also be what the shards ran on.
+    moved = _copy(runs["s0"], tmp_path / "s0-moved", data_dir=str(other))
+    with pytest.raises(ConfigError, match="changed since the shards ran"):
+        merge_runs([moved, runs["s1"], runs["s2"]], tmp_path / "m")
+    # Other weights under the same model name.
+    info = json.loads((runs["s2"] / "run.json").read_text())
+    info["provenance"]["files"]["model"] = {"path": "m", "sha256": "0" * 64}
+    odd = _copy(runs["s2"], tmp_path / "s2-odd-model")
+    (odd / "run.json").write_text(json.dumps(info))
+    with pytest.raises(ConfigError, match="model"):
+        merge_runs([runs["s0"], runs["s1"], odd], tmp_path / "m")
+
+
 def test_corrupt_activation_shard_and_busy_out_are_refused(runs, tmp_path):
     bad = _copy(runs["s2"], tmp_path / "bad")
     shard = next((bad / "activations").glob("shard-*.safetensors"))

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from probe import provenance as prov
-from probe.errors import ConfigError, UnknownNameError
+from probe.errors import ConfigError, DataError, UnknownNameError
 from probe.io import JsonlAppender, read_json
 from probe.runs import SCHEMA_VERSION, RunFolder
 
@@ -91,11 +91,10 @@ def test_empty_existing_folder_is_new(tmp_path: Path) -> None:
     assert _make(tmp_path).config == CONFIG
 
 
-def test_done_keys_repairs_tail_and_drops_duplicates(tmp_path: Path) -> None:
+def test_done_keys_repairs_tail_and_refuses_duplicates(tmp_path: Path) -> None:
     run = _make(tmp_path)
     rows = [{"item_id": "a", "condition": "baseline", "output": "first"},
-            {"item_id": "b", "condition": "baseline", "output": "x"},
-            {"item_id": "a", "condition": "baseline", "output": "second"}]
+            {"item_id": "b", "condition": "baseline", "output": "x"}]
     with run.appender() as app:
         for row in rows:
             app.append(row)
@@ -103,8 +102,15 @@ def test_done_keys_repairs_tail_and_drops_duplicates(tmp_path: Path) -> None:
         f.write(b'{"item_id": "c", "cond')  # killed mid-write
     assert run.done_keys() == {("a", "baseline"), ("b", "baseline")}
     assert run.generations.read_bytes().endswith(b"\n")
-    assert run.duplicates() == [("a", "baseline")]
     assert [r["output"] for r in run.rows()] == ["first", "x"]
+    # A key written twice (two writers) is an error naming both lines, never a silent pick.
+    with run.appender() as app:
+        app.append({"item_id": "a", "condition": "baseline", "output": "second"})
+    with pytest.raises(DataError, match=r"generations\.jsonl:3: row \('a', 'baseline'\) is "
+                                        r"also on line 1"):
+        run.done_keys()
+    with pytest.raises(DataError, match="also on line 1"):
+        run.rows()
 
 
 def test_metrics_and_stages_persist(tmp_path: Path) -> None:

@@ -131,3 +131,71 @@ def test_download_writes_only_inside_the_data_dir(tmp_path: Path) -> None:
     data = (tmp_path / "data").resolve()
     assert new and all(p.resolve().is_relative_to(data) or p.resolve() == data for p in new)
     assert len([p for p in new if p.is_file()]) == 3
+
+
+# -- model weights stored as pickles ---------------------------------------------------------
+class _Evil:
+    """Unpickling this runs a shell command (the attack a pickle checkpoint can carry)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture(scope="module")
+def pickled_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two tiny model folders with only pytorch_model.bin: real weights, and a trap."""
+    import torch
+
+    from probe.testing import tiny_hf
+
+    root = tmp_path_factory.mktemp("models")
+    model, tokenizer = tiny_hf(seed=3)
+    out = {}
+    for name in ("good", "evil"):
+        out[name] = root / name
+        model.config.save_pretrained(out[name])
+        tokenizer.save_pretrained(out[name])
+    torch.save(model.state_dict(), out["good"] / "pytorch_model.bin")
+    out["marker"] = root / "PWNED"
+    torch.save({"model.embed_tokens.weight": _Evil(out["marker"])},
+               out["evil"] / "pytorch_model.bin")
+    return out
+
+
+def test_pickle_weights_refused_unless_allowed(pickled_models: dict[str, Path],
+                                               tmp_path: Path) -> None:
+    import torch
+    from click.testing import CliRunner
+
+    from probe.cli import cli
+    from probe.errors import ConfigError
+    from probe.models import load_model
+
+    with pytest.raises(ConfigError, match=r"only pickle weights \(pytorch_model\.bin\).*"
+                                          r"--allow-pickle"):
+        load_model(str(pickled_models["good"]))
+    result = CliRunner().invoke(cli, ["run", "--model", str(pickled_models["good"]),
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "pickle" in result.stderr and not (tmp_path / "out").exists()
+    loaded = load_model(str(pickled_models["good"]), allow_pickle=True)
+    saved = torch.load(pickled_models["good"] / "pytorch_model.bin", weights_only=True)
+    # The bridge renames modules; the embedding (random, seed 3) identifies the weights.
+    emb = loaded.hf_model.get_input_embeddings().weight
+    assert torch.equal(emb, saved["model.embed_tokens.weight"])
+
+
+def test_malicious_pickle_is_one_line_and_never_runs(pickled_models: dict[str, Path]) -> None:
+    from probe.errors import ConfigError, ProbeError
+    from probe.models import load_model
+
+    with pytest.raises(ConfigError, match="only pickle weights"):
+        load_model(str(pickled_models["evil"]))
+    with pytest.raises(ProbeError, match="objects other than tensors"):
+        load_model(str(pickled_models["evil"]), allow_pickle=True)
+    assert not pickled_models["marker"].exists()

@@ -29,9 +29,9 @@ def _cli() -> click.Group:
 def _rows() -> list[dict]:
     base = {"benchmark": "bbq", "condition": "base", "category": "Age",
             "question_polarity": "neg", "meta": {"target_index": 0, "unknown_index": 2}}
-    return [{**base, "context_condition": c, "label": lab, "pred": p}
-            for c, lab, p in [("ambig", 2, 0), ("ambig", 2, 2), ("disambig", 0, 0),
-                              ("disambig", 1, 0), ("disambig", 1, None)]]
+    return [{**base, "item_id": f"bbq:Age:{i}", "context_condition": c, "label": lab, "pred": p}
+            for i, (c, lab, p) in enumerate([("ambig", 2, 0), ("ambig", 2, 2), ("disambig", 0, 0),
+                                             ("disambig", 1, 0), ("disambig", 1, None)])]
 
 
 def test_score_run_folder_recomputes_metrics(tmp_path: Path) -> None:

@@ -99,7 +99,8 @@ def load_run(run_dir: str | Path, data_dir: str | Path | None = None,
 def load_run_model(run: RunData, device: str | None = None) -> LoadedModel:
     """The run's model, on ``device`` (default: the run's device)."""
     cfg = run.config
-    return load_model(cfg.model, device or cfg.device, cfg.dtype, cfg.trust_remote_code)
+    return load_model(cfg.model, device or cfg.device, cfg.dtype, cfg.trust_remote_code,
+                      allow_pickle=cfg.allow_pickle)
 
 
 def answer_pair(row: dict[str, Any]) -> tuple[int, int] | None:

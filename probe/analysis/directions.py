@@ -27,6 +27,7 @@ from probe.analysis import targets as tg
 from probe.errors import DataError
 from probe.io import atomic_write_bytes, atomic_write_json, read_json
 from probe.plots import pyplot, save_figure
+from probe.runlock import locks_run
 
 BIAS_KINDS = ("diffmeans", "logreg")
 
@@ -100,6 +101,7 @@ def _bias_directions(run_dir: Path, bias: tg.Target, X: np.ndarray, index: dict[
     return dirs, {k: float((mu_pos - mu_neg) @ _unit(d)) for k, d in dirs.items()}
 
 
+@locks_run("probes")
 def compute_directions(run_dir: Path, instruction: str, baseline: str = tg.BASELINE, *,
                        bias_target: str | None = None, store: Any = None,
                        layers: list[int] | None = None, position: int = -1) -> dict[str, Any]:

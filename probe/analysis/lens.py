@@ -30,6 +30,7 @@ from probe.hooks import HookFn, resid_hook_names
 from probe.inference import Engine
 from probe.models import LoadedModel
 from probe.plots import pyplot, save_figure
+from probe.runlock import locks_run
 
 
 def lens_logprobs(loaded: LoadedModel, resid: torch.Tensor) -> torch.Tensor:
@@ -100,6 +101,7 @@ def condition_lens(engine: Engine, run: ans.RunData, condition: str
             "n_undefined": int((~ok).sum())}, max(diffs)
 
 
+@locks_run("lens")
 def run_lens(run_dir: str, conditions: list[str] | None = None, limit: int | None = None,
              loaded: LoadedModel | None = None, data_dir: str | None = None
              ) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from probe.analysis.patching import Patch, patch_pairs, resid_hooks
 from probe.errors import ConfigError
 from probe.inference import Engine
 from probe.models import LoadedModel
+from probe.runlock import locks_run
 from probe.scoring.stats import bootstrap_ci
 
 THRESHOLD = 0.1  # nats: a smaller mean source-target gap makes the ratio meaningless
@@ -157,6 +158,7 @@ def per_item(arrays: dict[str, np.ndarray], pairs: Sequence[Any]) -> dict[str, A
     return out
 
 
+@locks_run("patch")
 def run_patching(run_dir: str, source: str, target: str = ans.BASELINE,
                  positions: int | None = None, limit: int | None = None,
                  loaded: LoadedModel | None = None, data_dir: str | None = None,

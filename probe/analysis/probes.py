@@ -35,6 +35,7 @@ from probe.analysis.bootstrap import auroc, cluster_bootstrap
 from probe.analysis.logreg import logreg_path, row_basis, standardise
 from probe.errors import ConfigError, DataError
 from probe.io import atomic_write_bytes, atomic_write_json
+from probe.runlock import locks_run
 
 KINDS = ("logreg", "diffmeans")
 DEFAULT_CS = (1e-3, 1e-2, 1e-1, 1.0)
@@ -244,6 +245,7 @@ def _row_indices(index: dict[tg.Key, int], target: tg.Target) -> list[int]:
     return [index[k] for k in target.keys]
 
 
+@locks_run("probes")
 def run_probes(run_dir: Path, targets: list[str] | None = None,
                kinds: tuple[str, ...] = KINDS, *, seed: int = 0, n_splits: int = 5,
                layers: list[int] | None = None, store: Any = None,

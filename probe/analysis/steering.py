@@ -34,6 +34,7 @@ from probe.inference import Engine
 from probe.models import LoadedModel
 from probe.pipeline import Unit, plan_batches, run_batch
 from probe.plots import pyplot, save_figure
+from probe.runlock import locks_run
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,7 @@ def default_layers(n_layers: int) -> list[int]:
     return sorted({max(0, min(n_layers - 1, round(n_layers * f))) for f in (0.25, 0.5, 0.75)})
 
 
+@locks_run("steer")
 def run_steering(run_dir: str, instruction: str, layers: list[int] | None = None,
                  alphas: list[float] | None = None, seed: int = 0, limit: int | None = None,
                  loaded: LoadedModel | None = None, data_dir: str | None = None

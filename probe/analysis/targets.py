@@ -233,11 +233,15 @@ def key_index(store_rows: list[dict[str, Any]], position: int = -1) -> dict[Key,
     """(item_id, condition) -> row index in the store; the first copy of a key wins.
 
     At a generated-token ``position`` (>= 0), rows whose answer ended before that token
-    (their ``n_steps``) hold zeros there and are left out.
+    (their ``n_steps``) hold zeros there and are left out; so are rows at a prompt offset
+    ``-j`` whose prompt had fewer than ``j`` tokens (their ``n_prompt_positions``).
     """
     index: dict[Key, int] = {}
     for i, meta in enumerate(store_rows):
         if position >= 0 and int(meta.get("n_steps", 0)) <= position:
+            continue
+        # Prompt offset -j on a prompt shorter than j tokens: a zero column, not a position.
+        if position < 0 and int(meta.get("n_prompt_positions", -position)) < -position:
             continue
         index.setdefault((meta["item_id"], meta["condition"]), i)
     return index

@@ -44,6 +44,9 @@ from probe.models import DEFAULT_MODEL
               help="With --mode generate, also cache the first n generated tokens.")
 @click.option("--shard", default=None, help="Run shard i of N items, as i/N (0-based).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub.")
+@click.option("--allow-pickle", is_flag=True,
+              help="Also load model weights stored as pickles (pytorch_model.bin), which can "
+                   "run code hidden in the file; default: safetensors only.")
 @click.option("--device-map", default=None,
               help="Spread one model over several GPUs (accelerate), e.g. auto.")
 @click.option("--attention", type=click.Choice(["eager", "sdpa"]), default="eager",

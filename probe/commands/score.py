@@ -17,12 +17,33 @@ import click
 from probe.config import MODES
 from probe.data.bbq import read_jsonl
 from probe.errors import ConfigError, DataError
-from probe.io import atomic_write_json, atomic_write_text, dumps
-from probe.runs import RunFolder
+from probe.io import atomic_write_json, atomic_write_text, dumps, read_jsonl_numbered
+from probe.runlock import run_lock
+from probe.runs import RunFolder, unique_rows
 from probe.scoring.external import score_predictions
 from probe.scoring.metrics import compute_metrics, format_table
 
 GENERATIONS = "generations.jsonl"
+# What scoring reads from a run's row, per benchmark (row fields, then meta fields): a row
+# without them would be silently left out of every cell, giving empty metrics.
+ROW_FIELDS = {"bbq": ("pred", "label", "category", "context_condition"),
+              "winogender": ("pred",)}
+META_FIELDS = {"bbq": ("target_index", "unknown_index"),
+               "winogender": ("occupation", "bls_pct_female")}
+
+
+def check_run_row(row: dict[str, Any], path: Path, line: int) -> None:
+    """Raise DataError (file:line) unless ``row`` is a scorable row of a probe run."""
+    bench = row.get("benchmark")
+    if bench not in ROW_FIELDS:
+        raise DataError(f"row has benchmark {bench!r}, expected one of {sorted(ROW_FIELDS)}; "
+                        f"is this a probe run's {GENERATIONS}?", str(path), line)
+    meta = row.get("meta")
+    missing = [f for f in ROW_FIELDS[bench] if f not in row] + (
+        [f"meta.{f}" for f in META_FIELDS[bench] if f not in meta]
+        if isinstance(meta, dict) else ["meta"])
+    if missing:
+        raise DataError(f"{bench} row lacks {', '.join(missing)}", str(path), line)
 
 
 def _run_rows(path: Path) -> list[dict[str, Any]] | None:
@@ -32,14 +53,23 @@ def _run_rows(path: Path) -> list[dict[str, Any]] | None:
         return None
     if not gen.is_file():
         raise DataError(f"no {GENERATIONS} in this folder", str(path))
+    numbered: list[tuple[int, dict[str, Any]]] = []
     if (gen.parent / "run.json").is_file():
-        rows = RunFolder.open(gen.parent).rows()  # refuses another schema version
+        RunFolder.open(gen.parent)  # refuses another schema version
+        numbered = read_jsonl_numbered(gen)  # a killed run's torn last line is left out
     else:
-        rows = [row for _, row in read_jsonl(gen)]
-        if any(row.get("mode") in MODES for row in rows):
+        for number, row in read_jsonl(gen):
+            if not isinstance(row, dict):
+                raise DataError(f"expected a JSON object, got {type(row).__name__}", str(gen),
+                                number)
+            numbered.append((number, row))
+        if any(row.get("mode") in MODES for _, row in numbered):
             raise ConfigError(f"{gen} holds a model run's rows but no run.json lies beside it, "
                               f"so their schema version is unknown; score the run folder, or "
                               f"re-run with `probe run`")
+    for number, row in numbered:
+        check_run_row(row, gen, number)
+    rows = unique_rows(numbered, gen)
     if not rows:
         raise DataError("no rows", str(gen))
     return rows
@@ -59,9 +89,13 @@ def score_files(files: list[Path], pred_field: str | None, condition: str | None
     else:
         rows, metrics = score_predictions(files, pred_field, data_dir, condition)
         out = out or Path("artifacts") / f"score-{files[0].stem}"
-        atomic_write_text(out / GENERATIONS, "".join(dumps(r, indent=None) + "\n" for r in rows))
-    # The same writer as a run's, so re-scoring a run reproduces its metrics.json byte for byte.
-    atomic_write_json(out / "metrics.json", metrics)
+    with run_lock(out, "score"):
+        if all(r is None for r in runs):
+            atomic_write_text(out / GENERATIONS,
+                              "".join(dumps(r, indent=None) + "\n" for r in rows))
+        # The same writer as a run's, so re-scoring a run reproduces its metrics.json byte
+        # for byte.
+        atomic_write_json(out / "metrics.json", metrics)
     return out, metrics
 
 

@@ -98,6 +98,11 @@ def _check_fields(row: Any, path: str, line: int) -> None:
         raise DataError(f"bad context_condition {row['context_condition']!r}", path, line)
     if row["question_polarity"] not in ("neg", "nonneg"):
         raise DataError(f"bad question_polarity {row['question_polarity']!r}", path, line)
+    groups = row["additional_metadata"].get("stereotyped_groups", [])
+    # A bare string would be read letter by letter ("old" -> o, l, d) and match nothing.
+    if not (isinstance(groups, list) and all(isinstance(g, str) for g in groups)):
+        raise DataError("additional_metadata.stereotyped_groups must be a list of strings, "
+                        f"got {type(groups).__name__}", path, line)
 
 
 def item_from_bbq_row(row: Any, path: str, line: int) -> Item:
@@ -135,8 +140,13 @@ def item_from_bbq_row(row: Any, path: str, line: int) -> Item:
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
     """(line number, parsed value) for each non-blank line; DataError names file:line."""
-    with path.open(encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"not UTF-8 text (byte {err.start} of the line); is this a "
+                                f"JSONL file?", str(path), number) from None
             if not text.strip():
                 continue
             try:
@@ -146,8 +156,25 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 def load_bbq_file(path: Path) -> list[Item]:
-    """All items of one category file; an empty file is an error."""
-    items = [item_from_bbq_row(row, str(path), n) for n, row in read_jsonl(path)]
+    """All items of one category file; an empty file is an error.
+
+    Every row must carry the file's category (``Age.jsonl`` holds ``"Age"`` rows) and a
+    distinct ``example_id``: a repeated line would be run and counted twice (narrower
+    intervals), and a reused id would make two items share one key.
+    """
+    items = []
+    seen: dict[int, int] = {}  # example_id -> line
+    expected = path.stem if path.stem in CATEGORIES else None
+    for number, row in read_jsonl(path):
+        item = item_from_bbq_row(row, str(path), number)
+        if expected is not None and item.category != expected:
+            raise DataError(f"category {item.category!r} in the file of {expected!r}; each "
+                            f"category has its own file", str(path), number)
+        first = seen.setdefault(row["example_id"], number)
+        if first != number:
+            raise DataError(f"example_id {row['example_id']} is also on line {first}: each item "
+                            f"must appear once (remove the repeated line)", str(path), number)
+        items.append(item)
     if not items:
         raise DataError("file holds no BBQ items", str(path))
     return items

@@ -13,6 +13,7 @@ pronouns these items give the 360 occupation-referent sentences of the official 
 from __future__ import annotations
 
 import csv
+import io
 import random
 import re
 from pathlib import Path
@@ -27,18 +28,34 @@ PARTICIPANT_KINDS = ("specific", SOMEONE)
 HOW_TO_GET = "run `probe data download` (or set PROBE_DATA_DIR to a folder holding winogender/)"
 
 
-def _read_tsv(path: Path, columns: int) -> list[tuple[int, list[str]]]:
-    """(line number, cells) of a TSV after its header; DataError for missing/short lines."""
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text; a binary or otherwise encoded file names its first bad line."""
     if not path.is_file():
         raise DataError(f"missing Winogender file; {HOW_TO_GET}", str(path))
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise DataError("not UTF-8 text; is this the Winogender TSV?", str(path), line) from None
+    if "\0" in text:
+        line = text[:text.index("\0")].count("\n") + 1
+        raise DataError("NUL byte: a binary file, not the Winogender TSV", str(path), line)
+    return text
+
+
+def _read_tsv(path: Path, columns: int) -> list[tuple[int, list[str]]]:
+    """(line number, cells) of a TSV after its header; DataError for missing/short lines."""
     rows = []
-    with path.open(encoding="utf-8", newline="") as handle:
-        for number, cells in enumerate(csv.reader(handle, delimiter="\t"), start=1):
-            if number == 1 or not any(c.strip() for c in cells):
-                continue
-            if len(cells) < columns:
-                raise DataError(f"expected {columns} tab-separated columns", str(path), number)
-            rows.append((number, cells))
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""), delimiter="\t")
+    # One record per line (line_num, not a counter, in case a quote spans lines).
+    for cells in reader:
+        number = reader.line_num
+        if number == 1 or not any(c.strip() for c in cells):
+            continue
+        if len(cells) < columns:
+            raise DataError(f"expected {columns} tab-separated columns", str(path), number)
+        rows.append((number, cells))
     if not rows:
         raise DataError("file holds no rows", str(path))
     return rows
@@ -46,8 +63,7 @@ def _read_tsv(path: Path, columns: int) -> list[tuple[int, list[str]]]:
 
 def _read_stats(path: Path) -> dict[str, tuple[float, float]]:
     """occupation -> (bls_pct_female, bergsma_pct_female), columns found by header name."""
-    with path.open(encoding="utf-8") as handle:
-        header = handle.readline().rstrip("\n").split("\t")
+    header = _read_text(path).split("\n", 1)[0].rstrip("\r").split("\t")
     try:
         occ, bls, bergsma = (header.index(n) for n in
                              ("occupation", "bls_pct_female", "bergsma_pct_female"))
@@ -123,10 +139,15 @@ def load_winogender(data_dir: Path | str, limit: int | None = None,
     stats = _read_stats(stats_path)
     path = folder / "templates.tsv"
     items = []
+    seen: dict[str, int] = {}  # item id -> line: a repeated template would count twice
     for number, cells in _read_tsv(path, 4):
         occupation, participant, answer, sentence = (c.strip() for c in cells[:4])
         if answer != "0":
             continue
+        first = seen.setdefault(f"{occupation}.{participant}.{answer}", number)
+        if first != number:
+            raise DataError(f"template {occupation}/{participant}/{answer} is also on line "
+                            f"{first}: each must appear once", str(path), number)
         if occupation not in stats:
             raise DataError(f"occupation {occupation!r} not in {stats_path.name}",
                             str(path), number)
