@@ -262,6 +262,10 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "flo
         loaded = bridge_from_hf(EMBEDDED[name]["hf_name"], model, tokenizer, device, dtype,
                                 source=str(embedded_gguf(name)))
     elif Path(name).is_dir() or _looks_like_hub_id(name):
+        if not Path(name).is_dir():
+            from probe.hub import check_hub_reachable
+
+            check_hub_reachable(name)
         model, tokenizer = _hf_load(name, torch_dtype, trust_remote_code, device_map,
                                     allow_pickle)
         loaded = bridge_from_hf(name, model, tokenizer, device, dtype, source=name)

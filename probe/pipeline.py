@@ -20,6 +20,7 @@ from probe.counterbalance import META_KEY, aggregate, cyclic_orders, shown
 from probe.hooks import Capture
 from probe.inference import Engine, is_oom
 from probe.items import GenerationRow, Item, row_for
+from probe.lengths import count_tokens
 from probe.prompts import SYSTEM_DEFAULT, render
 from probe.scoring_modes import (
     answer_texts,
@@ -87,7 +88,15 @@ def _histories(engine: Engine, asked: list[tuple[str, Item]],
         texts = [prompt_stem(render(engine.tokenizer, engine.loaded.chat, histories[i],
                                     plans[i].turns[t].user, plans[i].turns[t].assistant_prefix,
                                     cfg.system_prompt)) for i in idx]
-        outs = engine.generate_batch(texts, cfg.reasoning_tokens) if texts else []
+        # A first turn already too long is not generated from (its final prompt, which
+        # holds it, is refused as too long in run_batch).
+        room = engine.loaded.n_ctx - cfg.reasoning_tokens
+        fits = [j for j, text in enumerate(texts) if count_tokens(engine, text, room)[0] <= room]
+        ran = engine.generate_batch([texts[j] for j in fits], cfg.reasoning_tokens) \
+            if fits else []
+        outs = [""] * len(texts)
+        for j, out in zip(fits, ran, strict=True):
+            outs[j] = out
         for i, out in zip(idx, outs, strict=True):
             turn = plans[i].turns[t]
             histories[i].append((turn.user, join_answer(turn.assistant_prefix, out)))
@@ -148,8 +157,9 @@ def run_batch(engine: Engine, units: list[Unit], cfg: RunConfig,
                                      history, cfg.mode, cfg.system_prompt)
         finals.append(prompt)
         options.append(conts)
-    lengths = [engine.n_tokens(t) for t in finals]
     budget = engine.loaded.n_ctx - (cfg.max_new_tokens if cfg.mode == "generate" else 8)
+    counted = [count_tokens(engine, t, budget) for t in finals]
+    lengths = [n for n, _ in counted]
     fits = [True] * len(units)
     for view, n in zip(views, lengths, strict=True):
         fits[view.unit] = fits[view.unit] and n <= budget
@@ -178,7 +188,9 @@ def run_batch(engine: Engine, units: list[Unit], cfg: RunConfig,
         j0 = first[u]
         # The scored turn itself, so analyses re-render it without the condition's code.
         extra = {"n_prompt_tokens": lengths[j0],
-                 "meta": {"history": histories[j0], "final_turn": turns[j0]}}
+                 "meta": {"history": histories[j0], "final_turn": turns[j0],
+                          # a lower bound, for a prompt too long to be worth tokenizing
+                          **({} if counted[j0][1] else {"n_prompt_tokens_at_least": True})}}
         if not fits[u]:
             rows.append(row_for(unit.item, unit.condition, cfg.mode, finals[j0], "", None,
                                 truncated=True, **extra))

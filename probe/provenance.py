@@ -7,6 +7,7 @@ The host name is deliberately left out so run folders can be shared without leak
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import subprocess
 import sys
@@ -61,9 +62,12 @@ def platform_info() -> dict[str, str]:
 
 def _git(repo: Path, *args: str) -> str | None:
     """Run git in ``repo``; ``None`` when git is absent, fails, or hangs."""
+    # No optional locks: `git status` would otherwise refresh the index under
+    # .git/index.lock, and a commit the user runs meanwhile would fail on that lock.
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
     try:
-        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
-                              timeout=10, check=True)
+        done = subprocess.run(["git", "--no-optional-locks", "-C", str(repo), *args],
+                              capture_output=True, text=True, timeout=10, check=True, env=env)
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip()

@@ -124,6 +124,7 @@ def _edited_data(data_dir: Path, dst: Path) -> Path:
             row["context"] += " It was raining."
         (dst / "bbq").mkdir(parents=True, exist_ok=True)
         (dst / "bbq" / f"{cat}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    shutil.copytree(data_dir / "winogender", dst / "winogender")
     return dst
 
 

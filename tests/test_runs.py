@@ -48,7 +48,8 @@ def test_resume_same_config_and_ignored_keys(tmp_path: Path) -> None:
 
 
 def test_config_mismatch_lists_only_differing_keys(tmp_path: Path) -> None:
-    _make(tmp_path)
+    with _make(tmp_path).appender() as app:  # a folder with results keeps its config
+        app.append({"item_id": "a", "condition": "baseline"})
     other = {**CONFIG, "seed": 1, "model": {**MODEL, "name": "big"}}
     with pytest.raises(ConfigError) as err:
         _make(tmp_path, other)
