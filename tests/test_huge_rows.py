@@ -16,7 +16,6 @@ import pytest
 
 from probe.config import RunConfig
 from probe.inference import Engine
-from probe.lengths import count_tokens, longest_token
 from probe.study import run_study
 from tests.conftest_data import bbq_cells, bbq_row, shared_data_dir, write_jsonl
 
@@ -24,6 +23,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_bound_is_below_the_true_count_and_exact_within_budget(tiny) -> None:
+    from probe.lengths import count_tokens, longest_token
+
     engine = Engine(tiny, 4)
     words = (shared_data_dir() / "bbq" / "Age.jsonl").read_text()[:20000].split()
     rng = random.Random(0)
