@@ -38,13 +38,21 @@ def _excludes_zero(ci: Any) -> bool:
             and not ci[0] <= 0 <= ci[1])
 
 
-def resid_onset(data: dict[str, Any], measure: str) -> dict[str, Any] | None:
-    """The first residual hook whose denoising effect at the last position has an interval
-    excluding 0 (the layer from which the effect is carried), with its value."""
+ONSET_SHARE = 0.5  # normalised effect an onset must carry: at least half of the gap
+
+
+def resid_onset(data: dict[str, Any], measure: str, share: float = ONSET_SHARE
+                ) -> dict[str, Any] | None:
+    """The first residual hook whose denoising effect at the last position carries at least
+    ``share`` of the gap (normalised measure) with an interval excluding 0: the layer from
+    which the effect is carried, with its value. (An interval excluding 0 alone names
+    layers with negligible but consistent effects; the planted-mechanism validation,
+    docs/validation.md, shows such a -0.002 effect one layer before the planted one.)"""
     labels = _get(data, "resid", "labels") or []
     for i, row in enumerate(_get(data, "resid", "denoise") or []):
         value, ci = _block(_get(row, -1), measure)
-        if value is not None and _excludes_zero(ci):
+        big = measure != "normalised" or (value is not None and value >= share)
+        if value is not None and big and _excludes_zero(ci):
             label = labels[i] if i < len(labels) else f"hook {i}"
             return {"label": label, "value": value, "ci": ci, "n": _get(row, -1, "n")}
     return None
@@ -129,7 +137,8 @@ def patching_where(data: Any) -> str:
     parts = [head]
     if onset:
         parts.append(f" Residual stream (denoising, last position, normalised: 0 none, 1 "
-                     f"full): the effect is carried from <b>{esc(onset['label'])}</b> "
+                     f"full): the effect is carried (at least half of it) from "
+                     f"<b>{esc(onset['label'])}</b> "
                      f"({esc(with_ci(onset['value'], onset['ci']))}, n={esc(onset['n'])}).")
     else:
         parts.append(" No residual hook's effect at the last position has an interval "

@@ -201,6 +201,8 @@ def _patched(engine: Engine, mode: str, into: Packed, into_q: list[ro.Query], ca
         idx = order[begin:begin + size]
         group, g = [patches[i] for i in idx], len(idx)
         start = min(into.first_read, *(first[p.positions] for p in group))
+        if getattr(engine.model, "probe_full_passes", False):
+            start = 0  # a model that reads its whole input each call (probe.planted)
         hooks = [(name, _group_hook(acts[name], g, start, [
             (j, p.head, cols_of[p.positions]) for j, p in enumerate(group) if p.hook == name]))
             for name in sorted({p.hook for p in group})]
