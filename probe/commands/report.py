@@ -8,8 +8,6 @@ import click
 
 from probe.compare import compare_runs, format_compare, parse_size, write_compare
 from probe.errors import ConfigError
-from probe.plots import plot_run
-from probe.report import write_report
 
 RUN_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 
@@ -18,6 +16,8 @@ RUN_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 @click.argument("run", type=RUN_DIR)
 def plots_cmd(run: Path) -> None:
     """(Re)draw the output-study figures of RUN into RUN/plots/."""
+    from probe.api import plot_run  # probe.plot_run in Python
+
     for path in plot_run(run):
         click.echo(str(path))
 
@@ -29,9 +29,9 @@ def plots_cmd(run: Path) -> None:
 @click.option("--open", "open_", is_flag=True, help="Open the page in a browser.")
 def report_cmd(run: Path, plots: bool, open_: bool) -> None:
     """Write RUN/report.html: config, provenance, metrics, every figure, analyses."""
-    if plots:
-        plot_run(run)
-    path = write_report(run)
+    from probe.api import write_report  # probe.write_report in Python
+
+    path = write_report(run, redraw=plots)
     click.echo(str(path))
     if open_:
         click.launch(str(path))
