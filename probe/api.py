@@ -120,13 +120,14 @@ def probes_and_directions(run: RunLike, targets: Sequence[str] | None = None,
 def patch(run: RunLike, instruction: str, baseline: str = "baseline", *,
           positions: int | None = None,
           limit: int | None = None, data_dir: str | Path | None = None,
-          loaded: Any = None) -> dict[str, Any]:
+          loaded: Any = None, control: str | None = None) -> dict[str, Any]:
     """Activation patching of ``instruction`` into ``baseline`` (and back), as ``probe
     patch``; ``limit`` is items per category. Returns patching.json's content."""
     from probe.analysis.patch_study import run_patching
 
     return run_patching(str(_path(run)), instruction, baseline, positions, limit,
-                        loaded=loaded, data_dir=None if data_dir is None else str(data_dir))
+                        loaded=loaded, data_dir=None if data_dir is None else str(data_dir),
+                        control=control)
 
 
 def steer(run: RunLike, instruction: str, *, layers: Sequence[int] | None = None,

@@ -80,8 +80,10 @@ def _control_text(data: dict[str, Any]) -> str:
                 gap = found.get("gap") or _get(found, "metric", "gap") or {}
                 name = found.get("source") or found.get("name") or key
                 if isinstance(gap, dict) and "mean" in gap:
+                    verdict = found.get("verdict")
                     return (f"control ({name}): readout gap {with_ci(gap['mean'], gap.get('ci'))}"
-                            f", reliable: {gap.get('reliable')}")
+                            f", reliable: {gap.get('reliable')}"
+                            + (f"; the instruction's gap is {verdict}" if verdict else ""))
                 return f"control ({name}): " + ", ".join(
                     f"{k} {fmt(v)}" for k, v in found.items() if not isinstance(v, (dict, list)))
             if isinstance(found, str):

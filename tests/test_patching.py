@@ -289,3 +289,32 @@ def test_patching_with_sdpa_attention_equals_eager(sharp: LoadedModel) -> None:
     fast = pt.patch_pairs(Engine(sharp, 3, attention="sdpa"), "text", pairs, patches)
     for key in ("source", "target", "denoise", "noise"):
         np.testing.assert_allclose(fast[key], eager[key], atol=1e-4, rtol=1e-5)
+
+
+def test_placebo_control_is_recorded_and_judged(tmp_path: Path) -> None:
+    from probe.analysis import answers as ans
+    from probe.analysis.patch_control import NOT_DISTINGUISHABLE
+    from probe.analysis.patch_study import run_patching
+    from probe.report_where import patching_where
+
+    loaded = sharp_model()
+    run_dir = make_run(tmp_path, loaded, mode="text",
+                       conditions=("instruct-1", "negate-1", "placebo-1"))
+    out = run_patching(str(run_dir), "instruct-1", "negate-1", loaded=loaded)
+    ctrl = out["control"]
+    assert ctrl["name"] == "placebo-1" and ctrl["n"] == out["meta"]["n_items"]
+    run = ans.load_run(run_dir)
+    by_id = {i["item_id"]: i for i in out["items"]}
+    # The control's gap is the run's own stored readouts: placebo minus negate, per item.
+    want = [ro.row_value(run.rows[(i, "placebo-1")]) - by_id[i]["stored_target"]  # type: ignore[operator]
+            for i in by_id]
+    assert ctrl["gap"]["mean"] == pytest.approx(float(np.mean(want)), abs=1e-4)
+    low, high = ctrl["instruct-1_minus_control"]["ci"]
+    assert (ctrl["verdict"] == NOT_DISTINGUISHABLE) == (low <= 0 <= high)
+    assert "control (placebo-1)" in patching_where(out)
+    # The instruction as its own control cannot be told apart from it.
+    same = run_patching(str(run_dir), "instruct-1", "negate-1", loaded=loaded,
+                        control="instruct-1")["control"]
+    assert same["instruct-1_minus_control"]["mean"] == pytest.approx(0.0, abs=1e-4)
+    assert same["verdict"] == NOT_DISTINGUISHABLE
+    assert NOT_DISTINGUISHABLE in patching_where({**out, "control": same})

@@ -162,12 +162,15 @@ def per_item(arrays: dict[str, np.ndarray], pairs: Sequence[Any]) -> dict[str, A
 def run_patching(run_dir: str, source: str, target: str = ans.BASELINE,
                  positions: int | None = None, limit: int | None = None,
                  loaded: LoadedModel | None = None, data_dir: str | None = None,
-                 threshold: float = THRESHOLD) -> dict[str, Any]:
+                 threshold: float = THRESHOLD, control: str | None = None) -> dict[str, Any]:
     """Patch ``source`` into ``target`` (and back) on a run's items; write json and plots.
 
     ``positions`` None patches every position of aligned pairs (the shared last one of
-    unaligned pairs); an integer k patches the last k positions only.
+    unaligned pairs); an integer k patches the last k positions only. ``control`` (default:
+    the run's ``placebo-k`` for an ``instruct-k``/``negate-k`` source) is compared with the
+    source on the readout gap (:mod:`probe.analysis.patch_control`).
     """
+    from probe.analysis import patch_control as pc
     from probe.analysis.patch_plots import plot_patching
     from probe.io import atomic_write_json
     from probe.scoring.metrics import json_safe
@@ -184,6 +187,10 @@ def run_patching(run_dir: str, source: str, target: str = ans.BASELINE,
     arrays = per_item(patch_pairs(engine, run.config.mode, pairs, plan.patches()), pairs)
     result = summarise(arrays, plan, loaded.n_layers, threshold)
     result["readout"] = ro.readout_meta(run.config.mode)
+    control = control or pc.default_control(run, source)
+    result["control"] = None if control is None else pc.control_block(
+        run, engine, control, source, target, list(arrays["item_ids"]), arrays["source"],
+        arrays["target"])
     result["meta"] = {
         "source": source, "target": target, "alignment": plan.alignment, "scope": plan.scope,
         "n_unaligned_pairs": plan.n_unaligned, "n_items": len(arrays["item_ids"]),

@@ -56,17 +56,19 @@ def _fmt(block: dict[str, Any] | None) -> str:
 @click.option("--positions", type=int, default=None,
               help="Patch only the last k prompt positions (default: every position when "
                    "the pairs are token-aligned, else the last one).")
+@click.option("--control", default=None,
+              help="Control condition compared on the readout gap (default: the run's "
+                   "placebo-k for instruct-k / negate-k).")
 @LIMIT_OPT
 @DATA_OPT
 def patch(run: Path, instruction: str, baseline: str, positions: int | None,
-          limit: int | None,
-          data_dir: Path | None) -> None:
+          control: str | None, limit: int | None, data_dir: Path | None) -> None:
     """Activation patching between two conditions of RUN; writes patching.json and plots."""
     from probe.api import patch as patch_run
 
     source, target = instruction, baseline
     out = patch_run(run, instruction, baseline, positions=positions, limit=limit,
-                    data_dir=data_dir)
+                    data_dir=data_dir, control=control)
     metric, meta = out["metric"], out["meta"]
     click.echo(f"{meta['n_items']} items, {meta['alignment']} pairs, patched at "
                f"{meta['scope']}; readout ({out['readout']['definition']}): "
@@ -76,6 +78,10 @@ def patch(run: Path, instruction: str, baseline: str, positions: int | None,
                    f"{check['denoise_max_abs_dev']:.2g}")
     if metric["gap"]["note"]:
         click.echo(metric["gap"]["note"])
+    ctrl = out.get("control")
+    if ctrl:
+        click.echo(f"control {ctrl['name']}: gap {_fmt(ctrl['gap'])}; {instruction} minus "
+                   f"control {_fmt(ctrl[f'{instruction}_minus_control'])}: {ctrl['verdict']}")
     key = "normalised" if metric["gap"]["reliable"] else "delta"
     click.echo(f"denoising, {key} at the last position:")
     for label, row in zip(out["resid"]["labels"], out["resid"]["denoise"], strict=True):
