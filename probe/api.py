@@ -71,8 +71,8 @@ def score(files: RunLike | Sequence[str | Path], pred_field: str | None = None,
     from probe.commands.score import score_files
 
     paths = [_path(files)] if isinstance(files, (str, Path, Run)) else [Path(f) for f in files]
-    _, metrics = score_files(paths, pred_field, condition, None if out is None else Path(out),
-                             None if data_dir is None else Path(data_dir))
+    _, metrics, _ = score_files(paths, pred_field, condition, None if out is None else Path(out),
+                                None if data_dir is None else Path(data_dir))
     return metrics
 
 

@@ -49,6 +49,8 @@ class GenerationRow:
     ``pred`` is the answer index (BBQ, 0..2) or pronoun gender (Winogender: "male",
     "female", "neutral"), or ``None`` when the output could not be parsed.
     ``option_scores`` holds the per-option log-probabilities in likelihood modes.
+    ``options`` are the item's answer texts in their official order, kept so that re-scoring
+    can re-read a generated answer without the data files (:mod:`probe.scoring.repredict`).
     """
 
     benchmark: str
@@ -66,6 +68,7 @@ class GenerationRow:
     option_scores: list[float] | None = None
     n_prompt_tokens: int | None = None
     truncated: bool = False
+    options: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -95,6 +98,6 @@ def row_for(item: Item, condition: str, mode: str, prompt: str, output: str,
         benchmark=item.benchmark, item_id=item.item_id, condition=condition, prompt=prompt,
         output=output, pred=pred, category=item.category,
         context_condition=item.context_condition, question_polarity=item.question_polarity,
-        label=item.label, group=item.group, mode=mode,
+        label=item.label, group=item.group, mode=mode, options=list(item.options),
         meta={**item.meta, **extra.pop("meta", {})}, **extra,
     )

@@ -1,6 +1,9 @@
 """``probe score``: metrics from rows, never a model.
 
-Given a run folder or its ``generations.jsonl``, recompute ``metrics.json`` from the rows;
+Given a run folder or its ``generations.jsonl``, re-read every row's answer from the model's
+stored evidence (:mod:`probe.scoring.repredict`: generated text, option scores,
+counterbalanced orders) and recompute ``metrics.json``; rows whose answer changed under the
+current rules are rewritten in ``generations.jsonl`` (atomically) and counted;
 given other JSONL files, score them as external BBQ predictions. A run folder of another
 schema version is refused (:func:`probe.runs.schema_error`): its rows mean something else.
 A model run's ``generations.jsonl`` without its ``run.json`` is refused too, since nothing
@@ -22,6 +25,7 @@ from probe.runlock import run_lock
 from probe.runs import RunFolder, unique_rows
 from probe.scoring.external import score_predictions
 from probe.scoring.metrics import compute_metrics, format_table
+from probe.scoring.repredict import repredict
 
 GENERATIONS = "generations.jsonl"
 # What scoring reads from a run's row, per benchmark (row fields, then meta fields): a row
@@ -75,28 +79,39 @@ def _run_rows(path: Path) -> list[dict[str, Any]] | None:
     return rows
 
 
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rows in the run writer's own line format (sorted keys, one JSON object a line)."""
+    atomic_write_text(path, "".join(dumps(r, indent=None) + "\n" for r in rows))
+
+
 def score_files(files: list[Path], pred_field: str | None, condition: str | None,
-                out: Path | None, data_dir: Path | None) -> tuple[Path, dict[str, Any]]:
+                out: Path | None, data_dir: Path | None
+                ) -> tuple[Path, dict[str, Any], list[tuple[str, str]]]:
     """Score ``files``, write metrics.json (and rows, for external files); returns the
-    output folder and the metrics."""
+    output folder, the metrics and the (item_id, condition) keys whose answer was re-read
+    differently from the stored one."""
     runs = [_run_rows(f) for f in files]
+    changed: list[tuple[str, str]] = []
     if any(r is not None for r in runs):
         if len(files) != 1:
             raise ConfigError("give one run folder or generations.jsonl at a time")
-        rows = runs[0] or []
-        out = out or (files[0] if files[0].is_dir() else files[0].parent)
+        result = repredict(runs[0] or [])
+        rows, changed = result.rows, result.changed
+        source = files[0] if files[0].is_dir() else files[0].parent
+        out = out or source
+        write_rows = bool(changed) or out.resolve() != source.resolve()
         metrics = compute_metrics(rows)
     else:
         rows, metrics = score_predictions(files, pred_field, data_dir, condition)
         out = out or Path("artifacts") / f"score-{files[0].stem}"
+        write_rows = True
     with run_lock(out, "score"):
-        if all(r is None for r in runs):
-            atomic_write_text(out / GENERATIONS,
-                              "".join(dumps(r, indent=None) + "\n" for r in rows))
+        if write_rows:
+            _write_rows(out / GENERATIONS, rows)
         # The same writer as a run's, so re-scoring a run reproduces its metrics.json byte
         # for byte.
         atomic_write_json(out / "metrics.json", metrics)
-    return out, metrics
+    return out, metrics, changed
 
 
 @click.command("score")
@@ -114,6 +129,10 @@ def score_files(files: list[Path], pred_field: str | None, condition: str | None
 def score(files: tuple[Path, ...], pred_field: str | None, condition: str | None,
           out: Path | None, data_dir: Path | None, by_category: bool) -> None:
     """Compute metrics from a run's rows or from external prediction files."""
-    folder, metrics = score_files(list(files), pred_field, condition, out, data_dir)
+    folder, metrics, changed = score_files(list(files), pred_field, condition, out, data_dir)
     click.echo(format_table(metrics, by_category))
+    if changed:
+        click.echo(f"re-read {len(changed)} answers differently from the stored ones under the "
+                   f"current rules (first: {changed[0][0]} / {changed[0][1]}); "
+                   f"rewrote {folder / GENERATIONS}")
     click.echo(f"wrote {folder / 'metrics.json'}")
