@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from probe.config import MODES
 from probe.counterbalance import META_KEY, aggregate
 from probe.errors import DataError
 from probe.items import Item
@@ -41,7 +42,10 @@ def item_of(row: dict[str, Any]) -> Item:
 
 
 def answer_of(row: dict[str, Any]) -> int | str | None:
-    """The answer a row's evidence gives under the current rules."""
+    """The answer a row's evidence gives under the current rules. Rows that no model run
+    wrote (predictions scored with ``probe score FILE``) keep the answer read then."""
+    if row.get("mode") not in MODES:
+        return row.get("pred")
     if row.get("truncated"):
         return None
     item = item_of(row)
