@@ -75,15 +75,19 @@ class Run:
         return list(dict.fromkeys(str(r["condition"]) for r in self.rows))
 
     def condition_info(self) -> dict[str, dict[str, Any]]:
-        """Per condition: description, source, benchmarks, and whether a file defined it."""
+        """Per condition: description, source, benchmarks, and whether a file defined it;
+        as run.json recorded them (runs before that record: from the registry)."""
         from probe.conditions import CONDITIONS
 
+        recorded = self.folder.provenance.get("conditions") or {}
         out = {}
         for name in self.conditions:
             cond = CONDITIONS.get(name)
-            out[name] = {"description": cond.description if cond else None,
-                         "source": cond.source if cond else None,
-                         "benchmarks": list(cond.benchmarks) if cond else None,
+            meta = recorded.get(name) or ({} if cond is None else {
+                "description": cond.description, "source": cond.source,
+                "benchmarks": list(cond.benchmarks)})
+            out[name] = {"description": meta.get("description"), "source": meta.get("source"),
+                         "benchmarks": meta.get("benchmarks"),
                          "from_file": name in self.user_conditions}
         return out
 

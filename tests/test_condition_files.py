@@ -228,3 +228,22 @@ def test_shards_with_a_conditions_file_merge(tmp_path: Path, tiny) -> None:
     del CONDITIONS["be-fair"], CONDITIONS["think-first"]  # a later session, file unknown
     merged = merge_runs(shards, tmp_path / "merged")
     assert (merged.path / "metrics.json").read_bytes() == (whole / "metrics.json").read_bytes()
+
+
+def test_two_runs_with_one_name_keep_their_own_conditions(tmp_path: Path, tiny) -> None:
+    """In one session, run B's 'be-fair' (another text) is described and analysed as B's."""
+    import probe
+
+    first = _run(tmp_path, tiny, _file(tmp_path, "a.yaml", YAML), ["baseline", "be-fair"],
+                 out="a")
+    del CONDITIONS["be-fair"], CONDITIONS["think-first"]
+    second = _run(tmp_path, tiny, _file(tmp_path, "b.yaml", YAML.replace(
+        "Question + a fairness reminder.", "Other text.").replace("Please be fair",
+                                                                 "Be very fair")),
+                  ["baseline", "be-fair"], out="b")
+    del CONDITIONS["be-fair"], CONDITIONS["think-first"]
+    runs = [probe.open_run(first), probe.open_run(second)]
+    assert [r.condition_info()["be-fair"]["description"] for r in runs] == [
+        "Question + a fairness reminder.", "Other text."]
+    lensed = probe.lens(second, ["be-fair"], loaded=tiny)  # rows carry B's own prompts
+    assert lensed["conditions"]["be-fair"]["n_items"] > 0
