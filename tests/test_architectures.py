@@ -143,22 +143,32 @@ def test_cached_resid_post_equals_hf_layer_outputs(pair: Pair) -> None:
 
 
 def test_patching_last_resid_post_reproduces_the_source(pair: Pair) -> None:
+    from probe.analysis import readout as ro
+
     loaded = pair.loaded
     engine = Engine(loaded, batch_size=2)
-    a, b = (_ids(loaded, x)[0] for x in "ab")
     source = [render(loaded.tokenizer, loaded.chat, [], q, LETTER_PREFIX) for q in QUESTIONS[:2]]
     target = [render(loaded.tokenizer, loaded.chat, [], q, LETTER_PREFIX) for q in QUESTIONS[1:]]
-    pairs = [pt.PromptPair(f"x{i}", s, t, biased=a, unbiased=b)
+    letters = ("a", "b", "c")
+    pairs = [pt.PromptPair(f"x{i}", ro.Query(f"x{i}", "s", s, letters, 0, 1, None),
+                           ro.Query(f"x{i}", "t", t, letters, 0, 1, None))
              for i, (s, t) in enumerate(zip(source, target, strict=True))]
     last = pt.Patch(f"blocks.{loaded.n_layers - 1}.hook_resid_post", (-1,))
-    arrays = pt.patch_pairs(engine, pairs, [last], k=1)
+    arrays = pt.patch_pairs(engine, "letter", pairs, [last])
     assert np.abs(arrays["source"] - arrays["target"]).min() > 1e-4  # not trivially equal
     np.testing.assert_allclose(arrays["denoise"][0], arrays["source"], atol=1e-5)
     np.testing.assert_allclose(arrays["noise"][0], arrays["target"], atol=1e-5)
     # The whole next-token distribution, in a full forward: the source's.
-    lp_src, acts = pt._capture(engine, source, [last.hook], 1)
-    patched, _, _ = engine.forward_last(
-        target, hooks=[(last.hook, pt._overwrite(acts[last.hook], (-1,)))])
+    capture = Capture([last.hook], 1)
+    lp_src, _, _ = engine.forward_last(source, capture=capture)
+    acts = capture.take()[last.hook]
+
+    def put(tensor: torch.Tensor, hook: object) -> torch.Tensor:
+        out = tensor.clone()
+        out[:, -1] = acts[:, -1].to(out.dtype)
+        return out
+
+    patched, _, _ = engine.forward_last(target, hooks=[(last.hook, put)])
     torch.testing.assert_close(patched, lp_src, atol=1e-5, rtol=1e-5)
 
 

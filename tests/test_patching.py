@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import click
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 from probe.analysis import patch_plan as pp
 from probe.analysis import patch_study as ps
@@ -183,85 +180,6 @@ def test_unaligned_pairs_patch_the_shared_suffix_only(sharp: LoadedModel) -> Non
         pt.check_suffix(engine, bad, 1)
 
 
-def _register_aligned() -> None:
-    """Two test conditions whose instructions differ in one single-token word."""
-    from probe.conditions import Condition, PromptPlan, Turn, question_text, register_condition
-
-    for name, word in (("test-unbiased", "unbiased"), ("test-grandson", "grandson")):
-        register_condition(Condition(
-            name, "test", "test", ("bbq",),
-            lambda item, w=word: PromptPlan((Turn(question_text(item)
-                                                  + f"\nPlease ensure that your answer is {w}."),
-                                             ))))
-
-
-@pytest.mark.parametrize("mode", ["text", "letter"])
-def test_patch_command_on_an_aligned_run(tmp_path: Path, mode: str) -> None:
-    from probe.commands.analysis import patch
-
-    _register_aligned()
-    run = make_run(tmp_path, sharp_model(), mode=mode,
-                   conditions=("test-unbiased", "test-grandson"))
-    group = click.Group()
-    group.add_command(patch)
-    with patch_model(sharp_model()):
-        res = CliRunner().invoke(group, ["patch", str(run), "--instruction", "test-unbiased",
-                                         "--baseline", "test-grandson"])
-    assert res.exit_code == 0, res.output
-    out = json.loads((run / "patching.json").read_text())
-    meta = out["meta"]
-    assert (meta["alignment"], meta["scope"]) == ("aligned", "every position")
-    assert out["readout"]["mode"] == mode
-    # The unpatched readout is what the run scored.
-    for rec in out["items"]:
-        assert rec["source"] == pytest.approx(rec["stored_source"], abs=1e-4)
-        assert rec["target"] == pytest.approx(rec["stored_target"], abs=1e-4)
-    for check in out["identities"].values():
-        assert check["denoise_max_abs_dev"] < 1e-4 and check["noise_max_abs_dev"] < 1e-4
-    n_layers = 2
-    assert len(out["resid"]["denoise"]) == n_layers + 1
-    assert len(out["resid"]["denoise"][0]) == len(meta["first_item_tokens"]) > 20
-    assert len(meta["edited_offsets"]) == 1  # the one word that differs
-    assert (out["resid"]["answer"] is None) == (mode == "letter")
-    assert len(out["heads"]["denoise"][1]) == 4
-    assert len(out["components"]["noise"]["mlp"]) == n_layers
-    last = out["resid"]["denoise"][-1][-1]
-    assert last["per_item"] == pytest.approx([i["source"] for i in out["items"]], abs=1e-5) \
-        or mode == "text"  # text: the unembedding also reads the option tails
-    for name in ("patching_resid.png", "patching_components.png", "patching_heads.png"):
-        assert (run / "plots" / name).stat().st_size > 1000
-
-
-def test_patch_command_on_an_unaligned_run(tmp_path: Path) -> None:
-    from probe.analysis.patch_study import run_patching
-
-    loaded = sharp_model()
-    run = make_run(tmp_path, loaded, mode="text")
-    out = run_patching(str(run), "instruct-1", "baseline", loaded=loaded)
-    assert (out["meta"]["alignment"], out["meta"]["scope"]) == ("unaligned",
-                                                                "shared suffix (last 1)")
-    assert out["meta"]["n_items"] + out["meta"]["skipped"]["no_answer_pair"] == 8
-    assert len(out["resid"]["denoise"][0]) == 1
-
-
-class patch_model:  # noqa: N801 - a context manager used like a function
-    """Make ``load_model`` return a given model inside the block (the CLI loads by name)."""
-
-    def __init__(self, loaded: LoadedModel):
-        self.loaded = loaded
-
-    def __enter__(self) -> None:
-        from probe.analysis import answers as ans
-
-        self.old = ans.load_run_model
-        ans.load_run_model = lambda run, device=None: self.loaded  # type: ignore[assignment]
-
-    def __exit__(self, *exc: object) -> None:
-        from probe.analysis import answers as ans
-
-        ans.load_run_model = self.old  # type: ignore[assignment]
-
-
 @pytest.mark.slow
 def test_identity_on_the_real_model(tmp_path: Path, real_model: LoadedModel) -> None:
     from probe.analysis import answers as ans
@@ -289,32 +207,3 @@ def test_patching_with_sdpa_attention_equals_eager(sharp: LoadedModel) -> None:
     fast = pt.patch_pairs(Engine(sharp, 3, attention="sdpa"), "text", pairs, patches)
     for key in ("source", "target", "denoise", "noise"):
         np.testing.assert_allclose(fast[key], eager[key], atol=1e-4, rtol=1e-5)
-
-
-def test_placebo_control_is_recorded_and_judged(tmp_path: Path) -> None:
-    from probe.analysis import answers as ans
-    from probe.analysis.patch_control import NOT_DISTINGUISHABLE
-    from probe.analysis.patch_study import run_patching
-    from probe.report_where import patching_where
-
-    loaded = sharp_model()
-    run_dir = make_run(tmp_path, loaded, mode="text",
-                       conditions=("instruct-1", "negate-1", "placebo-1"))
-    out = run_patching(str(run_dir), "instruct-1", "negate-1", loaded=loaded)
-    ctrl = out["control"]
-    assert ctrl["name"] == "placebo-1" and ctrl["n"] == out["meta"]["n_items"]
-    run = ans.load_run(run_dir)
-    by_id = {i["item_id"]: i for i in out["items"]}
-    # The control's gap is the run's own stored readouts: placebo minus negate, per item.
-    want = [ro.row_value(run.rows[(i, "placebo-1")]) - by_id[i]["stored_target"]  # type: ignore[operator]
-            for i in by_id]
-    assert ctrl["gap"]["mean"] == pytest.approx(float(np.mean(want)), abs=1e-4)
-    low, high = ctrl["instruct-1_minus_control"]["ci"]
-    assert (ctrl["verdict"] == NOT_DISTINGUISHABLE) == (low <= 0 <= high)
-    assert "control (placebo-1)" in patching_where(out)
-    # The instruction as its own control cannot be told apart from it.
-    same = run_patching(str(run_dir), "instruct-1", "negate-1", loaded=loaded,
-                        control="instruct-1")["control"]
-    assert same["instruct-1_minus_control"]["mean"] == pytest.approx(0.0, abs=1e-4)
-    assert same["verdict"] == NOT_DISTINGUISHABLE
-    assert NOT_DISTINGUISHABLE in patching_where({**out, "control": same})

@@ -31,7 +31,7 @@ def validation_run(tmp_path: Path, loaded: LoadedModel, planted: bool) -> dict[s
     from probe.planted import letter_direction, plant
     from probe.study import run_study
     from tests.conftest_data import bbq_cells, write_jsonl
-    from tests.test_patching import _register_aligned
+    from tests.test_patch_study import _register_aligned
 
     _register_aligned()
     ids = _letters(loaded)

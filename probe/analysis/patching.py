@@ -162,6 +162,16 @@ def _forward(engine: Engine, packed: Packed, hooks: list[tuple[str, HookFn]], st
     return lp, out.past_key_values if keep_cache else None
 
 
+def prefix_cache_ok(model: Any) -> bool:
+    """Whether patched passes may reuse a cropped KV cache of the unpatched pass: not for
+    sliding-window layers (their cache keeps only the window and cannot be cropped back),
+    nor for a model that reads its whole input on every call (:mod:`probe.planted`)."""
+    config = model.config
+    sliding = getattr(config, "sliding_window", None) or "sliding_attention" in (
+        getattr(config, "layer_types", None) or ())
+    return not sliding and not getattr(model, "probe_full_passes", False)
+
+
 def _capture_all(engine: Engine, mode: str, queries: list[ro.Query], hooks: list[str]
                  ) -> tuple[Packed, torch.Tensor, dict[str, torch.Tensor], Any]:
     """Unpatched pass: layout, readout, every hook's full activations, the KV cache."""
@@ -201,8 +211,8 @@ def _patched(engine: Engine, mode: str, into: Packed, into_q: list[ro.Query], ca
         idx = order[begin:begin + size]
         group, g = [patches[i] for i in idx], len(idx)
         start = min(into.first_read, *(first[p.positions] for p in group))
-        if getattr(engine.model, "probe_full_passes", False):
-            start = 0  # a model that reads its whole input each call (probe.planted)
+        if not prefix_cache_ok(engine.model):
+            start = 0
         hooks = [(name, _group_hook(acts[name], g, start, [
             (j, p.head, cols_of[p.positions]) for j, p in enumerate(group) if p.hook == name]))
             for name in sorted({p.hook for p in group})]
