@@ -41,10 +41,17 @@ class ProbeGroup(click.Group):
 
 @click.group(cls=ProbeGroup)
 @click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+@click.option("--threads", type=int, default=None,
+              help="torch threads (default: the free cores when the machine is loaded, "
+                   "else torch's default).")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, threads: int | None) -> None:
     """Moral self-correction, from outputs to internals."""
+    from probe.threads import apply_threads
+
     ctx.obj = {"debug": debug}
+    # Here, not in each command: a model loads only after this, and its threads follow.
+    apply_threads(threads)
 
 
 def _register() -> None:
