@@ -5,7 +5,9 @@ A token covers at most as many characters of a text as its longest vocabulary en
 byte-fallback tokens like ``<0xE2>`` cover one byte with six), so a text of ``c``
 characters has at least ``c / longest`` tokens. A text that this bound already puts over
 the budget is refused without running the tokenizer over it: a 20 MB context would
-otherwise take minutes and gigabytes only to be marked too long.
+otherwise take minutes and gigabytes only to be marked too long. (The bound assumes the
+tokenizer's normalizer does not delete characters, true of the byte-level and
+SentencePiece tokenizers of causal LMs; texts under the bound are counted exactly.)
 """
 
 from __future__ import annotations
