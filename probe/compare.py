@@ -1,14 +1,15 @@
 """Compare runs (one per model): the study's central figure and table.
 
-For each run and each instruct/negate condition, the self-correction gain is the instructed
-metric minus the baseline one (BBQ bias score and accuracy, ambiguous and disambiguated;
-Winogender r with BLS), with the paired template-clustered 95% interval of metrics.json,
-set against model size and chat-vs-base (from the model's tokenizer, see
-:mod:`probe.compare_checks`), with each condition's own probe and patching peaks (with
-their intervals) when those analyses ran for it. Runs that differ in items, scoring mode or
-conditions are compared anyway, with a warning in the table, compare.json/csv and figure.
-Model size comes from run.json provenance when recorded, else from the safetensors
-headers of a locally available copy, else from a ``--size`` override.
+For each run and each condition other than the baseline (built in or the user's own: none
+is silently left out), the gain is the condition's metric minus the baseline one (BBQ bias
+score and accuracy, ambiguous and disambiguated; Winogender r with BLS), with the paired
+template-clustered 95% interval of metrics.json, set against model size and chat-vs-base
+(from the model's tokenizer, see :mod:`probe.compare_checks`), with each condition's own
+probe and patching peaks (with their intervals) when those analyses ran for it. Runs that
+differ in items, scoring mode or conditions are compared anyway, with a warning in the
+table, compare.json/csv and figure. Model size comes from run.json provenance when
+recorded, else from the safetensors headers of a locally available copy, else from a
+``--size`` override.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from probe.io import atomic_write_json, atomic_write_text
 from probe.plots import condition_order, run_metrics
 from probe.runs import RunFolder
 
-INSTRUCTION_GLOBS = ("instruct-*", "negate-*")
 BASELINE = "baseline"
 GAINS = [(f"gain_{m}_{c}", m, c) for m in ("bias_score", "accuracy") for c in ("ambig", "disambig")]
 # compare column -> metric name in metrics.json "gains"
@@ -129,12 +129,12 @@ def _unpaired(blocks: dict[str, Any], cond: str, metric: str) -> dict[str, Any] 
 
 
 def _gains(metrics: dict[str, Any], conds: list[str]) -> list[dict[str, Any]]:
-    """Per instruct/negate condition, each gain over the baseline with its paired interval
+    """Per condition but the baseline, each gain over the baseline with its paired interval
     (metrics.json "gains"); a metrics.json from before those gives values only."""
     blocks, paired = metrics.get("conditions", {}), metrics.get("gains")
     rows = []
     for cond in conds:
-        if not any(fnmatchcase(cond, g) for g in INSTRUCTION_GLOBS) or BASELINE not in blocks:
+        if cond == BASELINE or BASELINE not in blocks:
             continue
         row: dict[str, Any] = {"condition": cond}
         for key, metric in GAIN_KEYS.items():
@@ -257,7 +257,7 @@ def format_compare(result: dict[str, Any]) -> str:
     and every way the runs differ is printed as a warning under the table."""
     gains = list(GAIN_KEYS)
     if not result["rows"]:
-        return "(no instruct/negate conditions to compare)"
+        return "(no conditions besides the baseline to compare)"
     # A run folder's last part is enough to tell runs apart in a terminal.
     short = {"gain_bias_score_ambig": "dbias_amb", "gain_bias_score_disambig": "dbias_dis",
              "gain_accuracy_ambig": "dacc_amb", "gain_accuracy_disambig": "dacc_dis",

@@ -28,7 +28,7 @@ def two_runs(tmp_path: Path) -> tuple[Path, Path, dict]:
     data = metrics()
     data["conditions"]["negate-1"] = json.loads(json.dumps(data["conditions"]["instruct-1"]))
     data["conditions"]["negate-1"]["bbq"]["overall"]["ambig"]["accuracy"] = 0.8
-    data["conditions"]["cot"] = data["conditions"]["instruct-1"]  # not an instruction: left out
+    data["conditions"]["cot"] = data["conditions"]["instruct-1"]  # any condition is compared
     chat = make_run(tmp_path / "chat", data)
     write_first_row(chat, "<|im_start|>user\nWho?<|im_end|>\n<|im_start|>assistant\n")
     base = make_run(tmp_path / "base", metrics())
@@ -47,7 +47,8 @@ def test_gains_are_instructed_minus_baseline(tmp_path: Path) -> None:
     chat, base, data = two_runs(tmp_path)
     result = compare.compare_runs([chat, base], {"chat": 135_000_000})
     rows = {(Path(r["run"]).name, r["condition"]): r for r in result["rows"]}
-    assert set(rows) == {("chat", "instruct-1"), ("chat", "negate-1"), ("base", "instruct-1")}
+    assert set(rows) == {("chat", "instruct-1"), ("chat", "negate-1"), ("chat", "cot"),
+                         ("base", "instruct-1")}
     conds = data["conditions"]
     for cond in ("instruct-1", "negate-1"):
         for metric in ("bias_score", "accuracy"):
@@ -84,7 +85,7 @@ def test_outputs_written_and_command(tmp_path: Path) -> None:
     with (out / "compare.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     saved = json.loads((out / "compare.json").read_text())
-    assert len(rows) == len(saved["rows"]) == 3
+    assert len(rows) == len(saved["rows"]) == 4
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
     bad = CliRunner().invoke(group, ["compare", str(chat), "--size", "chat=lots"])
     assert bad.exit_code == 2 and "--size" in bad.output
