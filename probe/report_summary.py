@@ -75,6 +75,9 @@ def gain_cell(gain: dict[str, Any] | None) -> Raw:
 
 
 def _signed(value: Any) -> str:
+    # Differences of equal floats leave ~1e-16 residue; printed, it would read as an effect.
+    if isinstance(value, float) and abs(value) < 1e-12:
+        value = 0.0
     text = fmt(value)
     return text if text.startswith("-") or text == "n/a" else "+" + text
 

@@ -164,3 +164,10 @@ def test_tables_have_word_headers_layer_columns_and_no_empty_header(tmp_path: Pa
     assert per_layer and all(first == "layer" for first in per_layer)
     assert "<td>3</td>" in section(analyses, "steering.json", "settings")
     assert "meta › instruction" in analyses and "meta.instruction" not in analyses
+
+
+def test_float_residue_prints_as_zero() -> None:
+    cell = report_summary.gain_cell({"value": 8.88e-16, "ci": [8.88e-16, 8.88e-16],
+                                     "n_items": 40, "n_clusters": 10, "spans_zero": False})
+    assert "+0.000 [+0.000, +0.000]" in cell and "e-16" not in cell
+    assert "no verdict (zero-width interval)" in cell
