@@ -22,7 +22,6 @@ STAGE_FILES: dict[str, str] = {
     "activations": "activations/index.json", "plots": "plots", "probes": "probes.json",
     "directions": "directions.json", "patching": "patching.json", "steering": "steering.json",
     "lens": "lens.json"}
-LETTERS = "abcdefgh"
 
 
 def _mtime(path: Path) -> str:
@@ -129,10 +128,15 @@ def _wino_row(name: str, w: dict[str, Any]) -> list[Any]:
             f"{w.get('n')}{_flag(w.get('n'))}", w.get("n_unparsed"), w.get("n_occupations")]
 
 
-def _answer(row: dict[str, Any], index: Any) -> str:
-    if isinstance(index, int) and 0 <= index < len(LETTERS):
-        return f"({LETTERS[index]})"
-    return "unparsed" if index is None else str(index)
+def bbq_role(row: dict[str, Any]) -> str:
+    """What a BBQ answer is, by the item's roles rather than a letter (option order may be
+    counterbalanced, so a letter would not name the option the prompt showed there)."""
+    pred, meta = row.get("pred"), row.get("meta") or {}
+    if not isinstance(pred, int):
+        return "unparsed"
+    role = ("unknown" if pred == meta.get("unknown_index") else
+            "stereotyped" if pred == meta.get("target_index") else "anti-stereotyped")
+    return role + (", correct" if pred == row.get("label") else ", wrong")
 
 
 def _example_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
@@ -140,10 +144,9 @@ def _example_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
     for row in rows:
         meta = row.get("meta") or {}
         if row.get("benchmark") == "bbq":
-            biased = meta.get("target_index")
-            note = (f"correct {_answer(row, row.get('label'))}, stereotyped "
-                    f"{_answer(row, biased)}, unknown {_answer(row, meta.get('unknown_index'))}")
-            answer = _answer(row, row.get("pred"))
+            answer = bbq_role(row)
+            note = {"ambig": "ambiguous context", "disambig": "disambiguated context"}.get(
+                str(row.get("context_condition")), str(row.get("context_condition")))
         else:
             note, answer = f"occupation {meta.get('occupation')}", str(row.get("pred"))
         prompt = details(f"prompt ({row.get('n_prompt_tokens')} tokens)", pre(row.get("prompt")))

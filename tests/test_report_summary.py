@@ -12,7 +12,7 @@ from test_gains import bbq_rows
 from test_plots import make_run, metrics
 from test_report import patching, probes_json
 
-from probe import report, report_summary
+from probe import report, report_details, report_summary
 from probe.report_where import component_peak, resid_onset
 from probe.runs import RunFolder
 from probe.scoring.metrics import compute_metrics
@@ -139,7 +139,7 @@ def test_examples_show_every_condition_escaped(tmp_path: Path) -> None:
     assert "&lt;b&gt;(a)&lt;/b&gt;" in examples
     for cond in ("baseline", "instruct-1", "negate-1"):
         assert f'<th scope="row">{cond}</th>' in examples
-    assert "stereotyped (a), unknown (c)" in examples
+    assert "<td>stereotyped, wrong</td><td>ambiguous context</td>" in examples
 
 
 def test_tables_have_word_headers_layer_columns_and_no_empty_header(tmp_path: Path) -> None:
@@ -171,3 +171,11 @@ def test_float_residue_prints_as_zero() -> None:
                                      "n_items": 40, "n_clusters": 10, "spans_zero": False})
     assert "+0.000 [+0.000, +0.000]" in cell and "e-16" not in cell
     assert "no verdict (zero-width interval)" in cell
+
+
+def test_bbq_answers_are_named_by_role() -> None:
+    meta = {"target_index": 0, "unknown_index": 2}
+    roles = [report_details.bbq_role({"pred": p, "label": 2, "meta": meta})
+             for p in (0, 1, 2, None)]
+    assert roles == ["stereotyped, wrong", "anti-stereotyped, wrong", "unknown, correct",
+                     "unparsed"]
