@@ -55,13 +55,18 @@ def record_lists(data: Any, path: str = "", depth: int = 3) -> list[tuple[str, l
 
 
 def records_html(data: Any, max_rows: int = 60, max_cols: int = 12) -> str:
-    """One table per record list found in ``data``, layer first where records have one."""
+    """One table per record list found in ``data``, layer first where records have one (or
+    where the file's ``meta.layer_labels`` has one label per record, as lens.json)."""
     parts = []
+    labels = (data.get("meta") or {}).get("layer_labels") if isinstance(data, dict) else None
     for path, records in record_lists(data):
         rows = []
-        for record in records[:max_rows]:
+        by_index = isinstance(labels, list) and len(labels) == len(records)
+        for i, record in enumerate(records[:max_rows]):
             cells = _flat_cells(record)
             layer = layer_of(record)
+            if layer is None and by_index and isinstance(labels, list):
+                layer = labels[i]
             rows.append({"layer": fmt(layer), **cells} if layer is not None else cells)
         cols = list(dict.fromkeys(k for r in rows for k in r))[:max_cols]
         more = f" (first {max_rows} of {len(records)})" if len(records) > max_rows else ""

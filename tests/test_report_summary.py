@@ -179,3 +179,15 @@ def test_bbq_answers_are_named_by_role() -> None:
              for p in (0, 1, 2, None)]
     assert roles == ["stereotyped, wrong", "anti-stereotyped, wrong", "unknown, correct",
                      "unparsed"]
+
+
+def test_lens_tables_take_their_layer_from_the_labels(tmp_path: Path) -> None:
+    run, _ = gains_run(tmp_path)
+    cell = {"mean": -6.1, "ci": [-6.2, -6.0], "n": 3}
+    (run / "lens.json").write_text(json.dumps(
+        {"meta": {"layer_labels": ["embed", "0", "1"]},
+         "conditions": {"baseline": {"n_items": 3, "layers": [
+             {"biased": cell, "unbiased": cell} for _ in range(3)]}}}))
+    lens = section(report.write_report(run).read_text(encoding="utf-8"), "lens.json", "settings")
+    assert "<th>layer</th><th>biased</th>" in lens
+    assert "<td>embed</td>" in lens and "<td>1</td>" in lens
