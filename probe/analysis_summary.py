@@ -33,20 +33,32 @@ def _kinds(layers: list[dict[str, Any]]) -> list[str]:
                               if isinstance(v, dict) and "accuracy" in v))
 
 
+_BEST_FIELDS = ("accuracy", "accuracy_ci", "control_accuracy", "selectivity", "p_value")
+
+
 def probe_best(data: Any) -> list[dict[str, Any]]:
-    """Per probe target and kind, the layer of highest accuracy (probes.json shape)."""
+    """Per probe target and kind, the best layer: the nested choice (``best``: chosen on
+    held-out folds) when probes.json has it, else (older files) the layer of highest
+    accuracy on the same folds, marked ``"nested": False``."""
     out: list[dict[str, Any]] = []
     targets = data.get("targets") if isinstance(data, dict) else None
     for name, target in (targets if isinstance(targets, dict) else {}).items():
         layers = [r for r in (target or {}).get("layers") or [] if isinstance(r, dict)]
+        nested = (target or {}).get("best") or {}
         for kind in _kinds(layers):
+            if isinstance(nested.get(kind), dict):
+                b = nested[kind]
+                out.append({"target": name, "kind": kind, "layer": b.get("layer"),
+                            "n": target.get("n"), "nested": True,
+                            **{f: b.get(f) for f in _BEST_FIELDS}})
+                continue
             scored = [(float(r[kind]["accuracy"]), i) for i, r in enumerate(layers)
                       if isinstance((r.get(kind) or {}).get("accuracy"), (int, float))]
             if scored:
                 best = layers[max(scored, key=lambda t: (t[0], -t[1]))[1]]
                 out.append({"target": name, "kind": kind, "layer": best.get("layer"),
-                            "n": target.get("n"), **{f: best[kind].get(f) for f in (
-                                "accuracy", "accuracy_ci", "control_accuracy", "selectivity")}})
+                            "n": target.get("n"), "nested": False,
+                            **{f: best[kind].get(f) for f in _BEST_FIELDS}})
     return out
 
 

@@ -94,7 +94,7 @@ def probes_and_directions(run: RunLike, targets: Sequence[str] | None = None,
     from probe.analysis import targets as tg
     from probe.analysis.directions import compute_directions, paired_rows, plot_cosines
     from probe.analysis.probe_plots import plot_probes
-    from probe.analysis.probes import KINDS, run_probes
+    from probe.analysis.probe_run import KINDS, run_probes
     from probe.runlock import run_lock
 
     path = _path(run)

@@ -149,8 +149,10 @@ def probes_html(data: dict[str, Any]) -> str:
             continue
         rows = [[layer_of(r), *(x for k in kinds for x in (
             with_ci(_g(r, k, "accuracy"), _g(r, k, "accuracy_ci")),
-            fmt(_g(r, k, "control_accuracy"))))] for r in layers]
-        heads = [h for k in kinds for h in (f"{k} accuracy [95% CI]", f"{k} control")]
+            fmt(_g(r, k, "control_accuracy")), fmt(_g(r, k, "p_value")),
+            fmt(_g(r, k, "p_fwer"))))] for r in layers]
+        heads = [h for k in kinds for h in (f"{k} accuracy [95% CI]", f"{k} control",
+                                             f"{k} p", f"{k} p (max over layers)")]
         parts.append(f"<p><b>{esc(words(name))}</b>, n={esc(target.get('n'))}</p>"
                      + table(["layer", *heads], rows))
     return "".join(parts)

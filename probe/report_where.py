@@ -163,16 +163,23 @@ def probes_where(data: Any) -> str:
         if not isinstance(low, (int, float)) or not isinstance(control, (int, float)):
             call = "no interval or control"
         else:
-            call = ("not distinguishable from the control" if low <= control
+            p = best.get("p_value")
+            call = ("not distinguishable from the control"
+                    if low <= control or (isinstance(p, (int, float)) and p >= 0.05)
                     else "above the control")
         rows.append([best["target"], best["kind"], best["layer"], best["n"],
-                     with_ci(best["accuracy"], ci), fmt(control), call])
+                     with_ci(best["accuracy"], ci), fmt(control), fmt(best.get("p_value")),
+                     call])
     if not rows:
         return ""
-    return ("<p><b>Linear probes</b>: the layer of highest cross-validated accuracy per "
-            "target (chosen on the same folds, so optimistic), with the shuffled-label "
-            "control.</p>" + table(["target", "probe", "best layer", "n", "accuracy [95% CI]",
-                                    "control accuracy", "vs control"], rows))
+    nested = all(b.get("nested") for b in probe_best(data))
+    how = ("chosen on held-out folds (nested)" if nested
+           else "chosen on the same folds, so optimistic")
+    return ("<p><b>Linear probes</b>: the best layer per target, " + how + ", against the "
+            "control task (random labels per template cluster, adapted from Hewitt &amp; "
+            "Liang 2019) with a permutation p-value.</p>"
+            + table(["target", "probe", "best layer", "n", "accuracy [95% CI]",
+                     "control accuracy", "p (permutation)", "vs control"], rows))
 
 
 def where_summary(run_path: Any) -> str:

@@ -16,6 +16,7 @@ from sklearn.metrics import roc_auc_score
 
 from probe.analysis import bootstrap as bs
 from probe.analysis import logreg as lr
+from probe.analysis import probe_run as prun
 from probe.analysis import probes as pr
 from probe.analysis import targets as tg
 from probe.analysis.probe_plots import plot_probes
@@ -176,7 +177,7 @@ def fake_run(path, n_items: int = 60, d: int = 12, seed: int = 0) -> FakeStore:
 
 def test_run_probes_end_to_end(tmp_path):
     store = fake_run(tmp_path)
-    result = pr.run_probes(tmp_path, store=store, progress=False)
+    result = prun.run_probes(tmp_path, store=store, progress=False)
     on_disk = json.loads((tmp_path / "probes.json").read_text())
     assert on_disk["targets"].keys() == result["targets"].keys()
     cond = on_disk["targets"]["condition:instruct-1"]
@@ -201,9 +202,9 @@ def test_target_adds_to_probes_json(tmp_path):
     """``--target X`` after a default run keeps the earlier targets (and their directions);
     a run under other settings replaces them instead of mixing two protocols."""
     store = fake_run(tmp_path)
-    first = pr.run_probes(tmp_path, ["correct:baseline"], ("diffmeans",), store=store,
+    first = prun.run_probes(tmp_path, ["correct:baseline"], ("diffmeans",), store=store,
                           progress=False)
-    second = pr.run_probes(tmp_path, ["condition:instruct-1"], ("diffmeans",), store=store,
+    second = prun.run_probes(tmp_path, ["condition:instruct-1"], ("diffmeans",), store=store,
                            progress=False)
     on_disk = json.loads((tmp_path / "probes.json").read_text())
     assert set(on_disk["targets"]) == {"correct:baseline", "condition:instruct-1"}
@@ -211,7 +212,7 @@ def test_target_adds_to_probes_json(tmp_path):
     assert second["targets"] == on_disk["targets"]
     vectors = load_file(str(tmp_path / "probe_directions.safetensors"))
     assert {k.split("/")[0] for k in vectors} == {"correct:baseline", "condition:instruct-1"}
-    other = pr.run_probes(tmp_path, ["condition:instruct-1"], ("diffmeans",), seed=1,
+    other = prun.run_probes(tmp_path, ["condition:instruct-1"], ("diffmeans",), seed=1,
                           store=store, progress=False)
     assert set(other["targets"]) == {"condition:instruct-1"}
     assert other["meta"]["replaced"] == ["condition:instruct-1", "correct:baseline"]
@@ -244,8 +245,8 @@ def test_run_probes_reads_a_real_activation_store(tmp_path):
                                  dtype="float32", rows_per_shard=25) as writer:
         acts = {h: torch.tensor(a, dtype=torch.float32)[:, None] for h, a in fake.arrays.items()}
         writer.add([{**meta, "positions": [-1]} for meta in fake.rows], acts)
-    result = pr.run_probes(tmp_path, ["condition:instruct-1"], ("diffmeans",), progress=False)
-    from_fake = pr.run_probes(tmp_path, ["condition:instruct-1"], ("diffmeans",), store=fake,
+    result = prun.run_probes(tmp_path, ["condition:instruct-1"], ("diffmeans",), progress=False)
+    from_fake = prun.run_probes(tmp_path, ["condition:instruct-1"], ("diffmeans",), store=fake,
                               progress=False)
     assert result["targets"] == from_fake["targets"]  # same numbers through either store
 

@@ -24,15 +24,16 @@ def plot_probes(probes_json: Path | dict[str, Any], out_png: Path) -> Path:
         _plot_target(ax, name, target, data["meta"]["kinds"])
     for ax in axes.ravel()[len(live):]:
         ax.axis("off")
-    fig.suptitle("Linear probe accuracy by layer (grouped CV; grey = shuffled-label control)")
+    fig.suptitle("Linear probe accuracy by layer (grouped CV; grey = control task, random labels "
+                 "per template cluster, 5-95% of draws)")
     return save_figure(fig, out_png)
 
 
 def _plot_target(ax: Any, name: str, target: dict[str, Any], kinds: list[str]) -> None:
     layers = [rec["layer"] for rec in target["layers"]]
-    controls = np.array([[rec[k]["control_accuracy"] for k in kinds] for rec in target["layers"]])
-    ax.fill_between(layers, controls.min(1), controls.max(1), color="grey", alpha=0.35,
-                    label="control", linewidth=0)
+    band = np.array([[_band(rec[k]) for k in kinds] for rec in target["layers"]])
+    ax.fill_between(layers, band[:, :, 0].min(1), band[:, :, 1].max(1), color="grey",
+                    alpha=0.35, label="control task (5-95%)", linewidth=0)
     for kind in kinds:
         acc = [rec[kind]["accuracy"] for rec in target["layers"]]
         lo, hi = zip(*(rec[kind]["accuracy_ci"] for rec in target["layers"]), strict=True)
@@ -45,3 +46,9 @@ def _plot_target(ax: Any, name: str, target: dict[str, Any], kinds: list[str]) -
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, loc="lower right")
+
+
+def _band(block: dict[str, Any]) -> tuple[float, float]:
+    """5-95% of the control draws' accuracy (older files: the single control value)."""
+    rng = (block.get("control") or {}).get("accuracy_5_95")
+    return (rng[0], rng[1]) if rng else (block["control_accuracy"], block["control_accuracy"])

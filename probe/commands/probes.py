@@ -11,24 +11,23 @@ from probe.analysis.probes import KINDS
 
 
 def best_layers(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per target and kind, the layer with the highest cross-validated accuracy."""
+    """Per target and kind, the best layer chosen on held-out folds (nested), with its
+    control-task accuracy, selectivity and permutation p-value."""
+    from probe.analysis_summary import probe_best
+
     out = []
+    best = probe_best(result)
     for name, target in result["targets"].items():
         if target["skipped"] is not None or not target["layers"]:
             out.append({"target": name, "skipped": target["skipped"] or "no layers"})
             continue
-        for kind in result["meta"]["kinds"]:
-            accs = [r[kind]["accuracy"] for r in target["layers"]]
-            rec = target["layers"][accs.index(max(accs))]
-            out.append({"target": name, "kind": kind, "layer": rec["layer"], "n": target["n"],
-                        **{f: rec[kind][f] for f in ("accuracy", "accuracy_ci",
-                                                     "control_accuracy", "selectivity")}})
+        out += [b for b in best if b["target"] == name]
     return out
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
     click.echo(f"{'target':<30} {'kind':<9} {'layer':>5} {'n':>5} {'acc':>6} "
-               f"{'95% CI':>13} {'control':>7} {'select':>6}")
+               f"{'95% CI':>13} {'control':>7} {'select':>6} {'p':>6}")
     for r in rows:
         if "skipped" in r:
             click.echo(f"{r['target']:<30} skipped: {r['skipped']}")
@@ -36,7 +35,14 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         lo, hi = r["accuracy_ci"]
         click.echo(f"{r['target']:<30} {r['kind']:<9} {r['layer']:>5} {r['n']:>5} "
                    f"{r['accuracy']:>6.3f} {f'[{lo:.2f}, {hi:.2f}]':>13} "
-                   f"{r['control_accuracy']:>7.3f} {r['selectivity']:>+6.3f}")
+                   f"{r['control_accuracy']:>7.3f} {r['selectivity']:>+6.3f} "
+                   f"{_num(r.get('p_value')):>6}")
+    click.echo("best layer chosen on held-out folds (nested); control: random labels per "
+               "template cluster (Hewitt & Liang control task); p: permutation null")
+
+
+def _num(x: Any) -> str:
+    return f"{x:.3f}" if isinstance(x, (int, float)) else "-"
 
 
 @click.command("probes")
