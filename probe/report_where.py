@@ -182,6 +182,44 @@ def probes_where(data: Any) -> str:
                      "control accuracy", "p (permutation)", "vs control"], rows))
 
 
+def _readout(record: dict[str, Any]) -> tuple[float, list[Any]] | None:
+    value, ci = _block(record, "readout")
+    return None if value is None else (value, ci if isinstance(ci, list) else [None, None])
+
+
+def steering_where(data: Any) -> str:
+    """The steered setting that moves the readout most from alpha 0, against the random
+    direction of the same norm at the same layer and alpha."""
+    results = [r for r in (_get(data, "results") or []) if isinstance(r, dict)]
+    at = {(r.get("kind"), r.get("layer"), r.get("alpha")): r for r in results}
+    best = None
+    for (kind, layer, alpha), rec in at.items():
+        base, here = at.get((kind, layer, 0.0)), _readout(rec)
+        zero = _readout(base) if base else None
+        if kind != "direction" or not alpha or here is None or zero is None:
+            continue
+        if best is None or abs(here[0] - zero[0]) > best[0]:
+            control = at.get(("random", layer, alpha))
+            best = (abs(here[0] - zero[0]), layer, alpha, here, zero,
+                    _readout(control) if control else None)
+    if best is None:
+        return ""
+    _, layer, alpha, here, zero, rand = best
+    meta = _get(data, "meta") or {}
+    text = (f"<p><b>Steering</b> ({esc(meta.get('instruction', '?'))} direction, "
+            f"n={esc(meta.get('n_items', '?'))} items): the largest move of the readout is at "
+            f"layer {esc(layer)}, alpha {esc(fmt(alpha))}: {esc(with_ci(*here))} vs "
+            f"{esc(with_ci(*zero))} unsteered")
+    if rand is None:
+        return text + "; no random-direction control recorded.</p>"
+    overlap = (all(isinstance(v, (int, float)) for v in [*here[1], *rand[1]])
+               and here[1][0] <= rand[1][1] and rand[1][0] <= here[1][1])
+    call = ("the intervals overlap: <b class='null'>not distinguishable from the "
+            "control</b>" if overlap else "the intervals do not overlap")
+    return (text + f"; a random direction of the same norm there gives "
+            f"{esc(with_ci(*rand))} ({call}).</p>")
+
+
 def where_summary(run_path: Any) -> str:
     """The localisation part of the summary, from whatever analyses the run has."""
     patch, why = read_analysis(run_path / "patching.json")
@@ -197,4 +235,7 @@ def where_summary(run_path: Any) -> str:
     probes, why = read_analysis(run_path / "probes.json")
     if why is None:
         parts.append(probes_where(probes))
+    steering, why = read_analysis(run_path / "steering.json")
+    if why is None:
+        parts.append(steering_where(steering))
     return "".join(parts)

@@ -191,3 +191,27 @@ def test_lens_tables_take_their_layer_from_the_labels(tmp_path: Path) -> None:
     lens = section(report.write_report(run).read_text(encoding="utf-8"), "lens.json", "settings")
     assert "<th>layer</th><th>biased</th>" in lens
     assert "<td>embed</td>" in lens and "<td>1</td>" in lens
+
+
+def steering(direction: dict[float, tuple[float, float, float]],
+             random: dict[float, tuple[float, float, float]]) -> dict[str, Any]:
+    """steering.json at one layer: readout (mean, low, high) per alpha and kind."""
+    return {"meta": {"instruction": "instruct-1", "n_items": 30},
+            "results": [{"kind": kind, "layer": 2, "alpha": a,
+                         "readout": {"mean": m, "ci": [lo, hi], "n": 30}}
+                        for kind, table in (("direction", direction), ("random", random))
+                        for a, (m, lo, hi) in table.items()]}
+
+
+def test_steering_summary_compares_with_the_random_direction() -> None:
+    from probe.report_where import steering_where
+
+    zero = (0.0, -0.1, 0.1)
+    clear = steering_where(steering({0.0: zero, 4.0: (0.5, 0.4, 0.6), 8.0: (0.9, 0.8, 1.0)},
+                                    {0.0: zero, 4.0: (0.0, -0.1, 0.1), 8.0: (0.05, -0.1, 0.2)}))
+    assert "layer 2, alpha 8.000: 0.900 [0.800, 1.000] vs 0.000 [-0.100, 0.100]" in clear
+    assert "0.050 [-0.100, 0.200] (the intervals do not overlap)" in clear
+    null = steering_where(steering({0.0: zero, 4.0: (0.1, -0.05, 0.25)},
+                                   {0.0: zero, 4.0: (0.05, -0.1, 0.2)}))
+    assert "not distinguishable from the control" in null
+    assert steering_where({"results": []}) == ""
