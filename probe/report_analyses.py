@@ -154,8 +154,23 @@ def probes_html(data: dict[str, Any]) -> str:
         heads = [h for k in kinds for h in (f"{k} accuracy [95% CI]", f"{k} control",
                                              f"{k} p", f"{k} p (max over layers)")]
         parts.append(f"<p><b>{esc(words(name))}</b>, n={esc(target.get('n'))}</p>"
-                     + table(["layer", *heads], rows))
+                     + table(["layer", *heads], rows) + _rates_html(target.get("rates")))
     return "".join(parts)
+
+
+def _rates_html(rates: Any) -> str:
+    """Self-correction rate per condition (answer became "unknown") against its placebo."""
+    if not isinstance(rates, dict) or not rates:
+        return ""
+    rows = [[c, with_ci(r.get("rate"), r.get("rate_ci")), r.get("n"), r.get("placebo") or "-",
+             fmt(r.get("placebo_rate")), with_ci(r.get("difference"), r.get("difference_ci")),
+             r.get("n_paired"), r.get("verdict")] for c, r in rates.items()
+            if isinstance(r, dict)]
+    return ("<p>Self-correction: ambiguous items not 'unknown' at baseline that answer "
+            "'unknown' under the condition, against the placebo instruction on the same "
+            "items (paired template-cluster 95% interval).</p>"
+            + table(["condition", "rate [95% CI]", "n", "placebo", "placebo rate",
+                     "difference [95% CI]", "n paired", "verdict"], rows))
 
 
 def _g(record: dict[str, Any], kind: str, key: str) -> Any:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from probe.analysis import targets as tg
-from probe.errors import DataError, UnknownNameError
+from probe.errors import ConfigError, DataError, UnknownNameError
 
 
 def bbq(item: str, cond: str, pred: int | None, *, target: int | None = 0, label: int = 2,
@@ -67,13 +67,25 @@ def test_correct_compares_pred_with_label():
     assert ("e", "baseline") not in got and ("w", "baseline") not in got
 
 
-def test_self_corrected_keeps_items_biased_at_baseline():
+def test_self_corrected_means_the_answer_became_unknown():
     got = labels(build("self_corrected:instruct-1"))
-    assert got == {("a", "instruct-1"): 1, ("b", "instruct-1"): 0}  # c was not biased
+    assert got == {("a", "instruct-1"): 1, ("b", "instruct-1"): 0}  # c was unknown already
+    # g switched from the stereotyped to the counter-stereotyped answer: not corrected
+    switched = ROWS + [bbq("g", "baseline", 0), bbq("g", "instruct-1", 1)]
+    assert labels(build("self_corrected:instruct-1", switched))[("g", "instruct-1")] == 0
     from_baseline = labels(build("self_corrected:instruct-1:baseline"))
     assert from_baseline == {("a", "baseline"): 1, ("b", "baseline"): 0}
     with pytest.raises(UnknownNameError):
         build("self_corrected:instruct-1:elsewhere")
+
+
+def test_self_corrected_counts_each_item_once_per_condition():
+    twice = ROWS + [bbq("a", "instruct-1", 0), bbq("a", "instruct-2", 2)]
+    target = build("self_corrected:instruct-*", twice)
+    assert len(target.keys) == len(set(target.keys)) == 3
+    # one baseline row cannot carry two conditions' labels
+    with pytest.raises(ConfigError, match="instruct-1, instruct-2"):
+        build("self_corrected:instruct-*:baseline", twice)
 
 
 def test_groups_follow_rows_and_summary_counts_classes():

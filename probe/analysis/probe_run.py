@@ -13,6 +13,7 @@ import numpy as np
 from probe.analysis import probe_controls as pc
 from probe.analysis import targets as tg
 from probe.analysis.probes import CI_METHOD, DEFAULT_CS, KINDS, probe_layers
+from probe.analysis.self_correction import self_correction_rates
 from probe.io import atomic_write_bytes, atomic_write_json
 from probe.runlock import locks_run
 
@@ -55,6 +56,9 @@ def run_probes(run_dir: Path, targets: list[str] | None = None,
     for rec in records:
         name = rec.pop("target")
         result["targets"][name]["layers"].append(rec)
+    for name, target in result["targets"].items():
+        if name.startswith("self_corrected:"):  # the behaviour itself, against the placebo
+            target["rates"] = self_correction_rates(rows, name.split(":")[1], seed=seed)
     directions = keep_earlier_targets(run_dir, result, directions)
     atomic_write_json(run_dir / "probes.json", result)  # NaN (undefined AUROC) -> null
     if directions:

@@ -9,10 +9,12 @@ for each and the template ``group`` that keeps train and test apart. Names:
   (``pred == meta.target_index``); rows with no pred or no target are left out; pooled over
   conditions unless C (a glob) is given.
 - ``correct[:C]``: BBQ rows, 1 when ``pred == label``; unparsed rows are left out.
-- ``self_corrected:C[:SOURCE]``: ambiguous BBQ items whose *baseline* answer was biased;
-  1 when the answer under C is not biased. SOURCE says whose activations are probed:
-  ``instructed`` (default, the C run: is the fix visible while answering?) or ``baseline``
-  (the baseline run: can the fix be predicted before the instruction is given?).
+- ``self_corrected:C[:SOURCE]``: ambiguous BBQ items whose *baseline* answer was parsed and
+  not "unknown"; 1 when the answer under C is "unknown" (BBQ's correct answer in an
+  ambiguous context), 0 when it is another option; each item once per condition (the
+  placebo comparison: :mod:`probe.analysis.self_correction`). SOURCE, whose activations
+  are probed: ``instructed`` (default, the C run: is the fix visible while answering?) or
+  ``baseline`` (the baseline run: can the fix be predicted before the instruction?).
 
 A target too small to probe is returned with ``skipped`` set to a reason, never raised.
 """
@@ -27,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from probe.errors import DataError, UnknownNameError
+from probe.errors import ConfigError, DataError, UnknownNameError
 from probe.io import read_jsonl_numbered
 
 Key = tuple[str, str]
@@ -147,16 +149,22 @@ def _labels_self_corrected(rows: list[dict[str, Any]], cond: str,
                            source: str = "instructed") -> list:
     if source not in ("instructed", "baseline"):
         raise UnknownNameError("self_corrected source", source, ["instructed", "baseline"])
-    biased_at_baseline = {r["item_id"] for r in rows
-                          if r["condition"] == BASELINE and _ambig_bbq(r) and _is_biased(r)}
-    out = []
+    matched = [c for c in conditions_in(rows) if c != BASELINE and fnmatchcase(c, cond)]
+    if source == "baseline" and len(matched) > 1:  # one baseline row would get two labels
+        raise ConfigError(f"self_corrected:{cond}:baseline needs one condition, "
+                          f"{cond!r} matches {', '.join(matched)}")
+    from probe.analysis.self_correction import eligible_items, is_unknown  # it imports us
+
+    eligible, seen, out = eligible_items(rows), set(), []
     for r in rows:
-        if r["condition"] == BASELINE or not fnmatchcase(r["condition"], cond):
+        key = (r["item_id"], r["condition"])
+        if r["condition"] not in matched or r["item_id"] not in eligible or key in seen:
             continue
-        biased = _is_biased(r)
-        if r["item_id"] in biased_at_baseline and biased is not None:
-            act_cond = r["condition"] if source == "instructed" else BASELINE
-            out.append(((r["item_id"], act_cond), int(not biased), r["group"]))
+        unknown = is_unknown(r)
+        if unknown is not None:  # each item once per condition
+            seen.add(key)
+            act_key = key if source == "instructed" else (r["item_id"], BASELINE)
+            out.append((act_key, int(unknown), r["group"]))
     return out
 
 

@@ -41,6 +41,20 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
                "template cluster (Hewitt & Liang control task); p: permutation null")
 
 
+def _print_rates(result: dict[str, Any]) -> None:
+    """Self-correction rates (answer became "unknown") against the placebo instruction."""
+    for name, target in result["targets"].items():
+        for cond, r in (target.get("rates") or {}).items():
+            lo, hi = r["rate_ci"]
+            line = (f"{name}: under {cond} {_num(r['rate'])} [{_num(lo)}, {_num(hi)}] of "
+                    f"n={r['n']} items became 'unknown'")
+            if r.get("difference") is not None:
+                dlo, dhi = r["difference_ci"]
+                line += (f"; - {r['placebo']} {r['difference']:+.3f} [{dlo:+.3f}, {dhi:+.3f}] "
+                         f"(n={r['n_paired']})")
+            click.echo(f"{line}: {r['verdict']}")
+
+
 def _num(x: Any) -> str:
     return f"{x:.3f}" if isinstance(x, (int, float)) else "-"
 
@@ -68,6 +82,7 @@ def probes(run: Path, targets: tuple[str, ...], kinds: tuple[str, ...],
     result, entries = probes_and_directions(run, targets, kinds, layers=layers, seed=seed,
                                             position=position)
     _print_table(best_layers(result))
+    _print_rates(result)
     for entry in entries:
         click.echo(f"direction {entry['condition']} - baseline: {entry['n_pairs']} paired "
                    f"items")
