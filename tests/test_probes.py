@@ -189,7 +189,10 @@ def test_run_probes_end_to_end(tmp_path):
     biased = on_disk["targets"]["biased_answer:baseline"]["layers"][-1]
     assert biased["diffmeans"]["accuracy"] > 0.85
     assert on_disk["targets"]["correct:baseline"]["skipped"] is None  # pred 2 == label 2
-    assert on_disk["targets"]["self_corrected:instruct-*"]["n"] > 0
+    corrected = on_disk["targets"]["self_corrected:instruct-*"]
+    assert corrected["n"] > 0 and corrected["rates"]["instruct-1"]["n"] > 0
+    assert cond["best"]["logreg"]["layer"] == 1 and cond["best"]["logreg"]["p_value"] < 0.05
+    assert by_layer[1]["diffmeans"]["control"]["n_draws"] == on_disk["meta"]["n_draws"] == 100
     vectors = load_file(str(tmp_path / "probe_directions.safetensors"))
     key = "biased_answer:baseline/diffmeans/blocks.1.hook_resid_post"
     assert vectors[key][1] > 0.9  # the planted bias axis
