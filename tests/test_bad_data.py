@@ -144,6 +144,6 @@ def test_unwritable_file_inside_a_command_is_one_line(data: Path, tmp_path: Path
     def denied(run_dir: Path) -> None:
         raise PermissionError(13, "Permission denied", str(run_dir / "plots" / "a.png"))
 
-    monkeypatch.setattr("probe.commands.report.plot_run", denied)
+    monkeypatch.setattr("probe.api.plot_run", denied)  # what `probe report` calls
     user_error(invoke("report", str(out)), "plots/a.png", "Permission denied")
     assert not (out / ".probe.lock").exists()
