@@ -34,8 +34,10 @@ CAPTIONS: dict[str, str] = {
     "bbq_answer_positions.png": "Share of answers at option (a)/(b)/(c): position habit.",
     "winogender_scatter.png": "Winogender P(female) per occupation vs BLS % women; r in legend.",
     "winogender_rates.png": "Winogender pronoun choice (male/female/neutral) per condition.",
-    "probes.png": "Linear probe accuracy per layer (grouped CV), with shuffled-label control.",
-    "directions.png": "Self-correction directions: cosine with the bias direction per layer.",
+    "probes.png": "Linear probe accuracy per layer (grouped CV), with the control task "
+                  "(random labels per template cluster), 5-95% of 100 draws.",
+    "directions.png": "Self-correction directions: held-out cosine with the bias direction "
+                      "per layer (95% CI), grey = shuffled-condition control (5-95%).",
     "patching_resid.png": "Activation patching of the residual stream (layer x position), "
                           "denoising and noising; 1 = source behaviour, 0 = target.",
     "patching_components.png": "Activation patching of attn_out / mlp_out per layer.",

@@ -173,6 +173,33 @@ def _rates_html(rates: Any) -> str:
                      "difference [95% CI]", "n paired", "verdict"], rows))
 
 
+def directions_html(data: dict[str, Any]) -> str:
+    """Per pair and layer, the held-out cosine [CI] against its shuffled-condition null."""
+    parts = []
+    for name, pair in (data.get("pairs") or {}).items():
+        rows = []
+        for r in (pair or {}).get("layers") or []:
+            h = r.get("heldout") if isinstance(r, dict) else None
+            if isinstance(h, dict):
+                ctrl = h.get("control") or {}
+                rows.append([layer_of(r), with_ci(h.get("cosine"), h.get("cosine_ci")),
+                             _range(ctrl.get("shuffled_condition_5_95")),
+                             fmt(ctrl.get("p_value")), h.get("n_pairs"),
+                             h.get("n_templates"), h.get("verdict")])
+        if rows:
+            parts.append(f"<p><b>{esc(name)}</b>: cosine of the held-out templates' shift "
+                         "with the bias direction fitted on the other templates (BBQ only), "
+                         "against shuffled-condition directions (5-95%).</p>"
+                         + table(["layer", "cosine [95% CI]", "control 5-95%", "p", "n pairs",
+                                  "templates", "verdict"], rows))
+    return "".join(parts)
+
+
+def _range(pair: Any) -> str:
+    return (f"[{fmt(pair[0])}, {fmt(pair[1])}]" if isinstance(pair, list) and len(pair) == 2
+            else "-")
+
+
 def _g(record: dict[str, Any], kind: str, key: str) -> Any:
     block = record.get(kind)
     return block.get(key) if isinstance(block, dict) else None
@@ -191,6 +218,8 @@ def analyses_section(run_path: Path) -> str:
             continue
         dedicated = (patching_html(data) if name == "patching" and isinstance(data, dict)
                      else probes_html(data) if name == "probes" and isinstance(data, dict)
+                     else directions_html(data) if name == "directions"
+                     and isinstance(data, dict)
                      else "")
         if not dedicated:
             peak = peak_effect(data)

@@ -11,6 +11,10 @@ representation away from the biased answer) and the orthogonal remainder ``|s - 
 between the biased and unbiased class means along ``b``: -1 would move a biased item's
 representation all the way to the unbiased mean.
 
+``per_kind`` is in-sample (every item and template enters both vectors); ``heldout``
+(:mod:`probe.analysis.direction_controls`) is the cross-fitted cosine with its interval and
+nulls, the number to report. Only BBQ items enter the shift.
+
 Outputs: ``directions.json`` ``{"pairs": {"<I>-<B>": {...}}}`` and
 ``directions.safetensors`` keyed ``"<I>-<B>/<hook>"``; both are merged, not overwritten,
 so each instruction can be computed on its own.
@@ -24,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from probe.analysis import targets as tg
+from probe.analysis.direction_controls import heldout_cosines
 from probe.errors import DataError
 from probe.io import atomic_write_bytes, atomic_write_json, read_json
 from probe.plots import pyplot, save_figure
@@ -116,9 +121,16 @@ def compute_directions(run_dir: Path, instruction: str, baseline: str = tg.BASEL
     store = store if store is not None else tg.open_store(run_dir)
     index = tg.key_index(store.rows, position)
     idx_i, idx_b = paired_rows(store.rows, instruction, baseline, position)
+    # BBQ items only: a Winogender shift has no biased answer to be measured against
+    group_of = {r["item_id"]: str(r["group"]) for r in rows
+                if str(r.get("benchmark", "")).startswith("bbq")}
+    kept = [(i, b) for i, b in zip(idx_i, idx_b, strict=True)
+            if store.rows[i]["item_id"] in group_of]
+    idx_i, idx_b = [i for i, _ in kept], [b for _, b in kept]
     if not idx_i:
-        raise DataError(f"no items have activations under both {instruction!r} and "
+        raise DataError(f"no BBQ items have activations under both {instruction!r} and "
                         f"{baseline!r}", str(run_dir))
+    diff_groups = [group_of[store.rows[i]["item_id"]] for i in idx_i]
     bias = tg.build_target(bias_target, rows, set(index))
     entry: dict[str, Any] = {"instruction": instruction, "baseline": baseline,
                              "n_pairs": len(idx_i), "bias_target": bias_target,
@@ -129,7 +141,11 @@ def compute_directions(run_dir: Path, instruction: str, baseline: str = tg.BASEL
         dirs, gaps = _bias_directions(run_dir, bias, X, index, hook)
         shift, stats = shift_stats(X[idx_i], X[idx_b], dirs, gaps)
         vectors[f"{pair_name(instruction, baseline)}/{hook}"] = shift
-        entry["layers"].append({"hook": hook, "layer": tg.hook_layer(hook), **stats})
+        heldout = None if bias.skipped is not None else heldout_cosines(
+            X[idx_i] - X[idx_b], diff_groups, X[[index[k] for k in bias.keys]], bias.y,
+            [str(g) for g in bias.groups])
+        entry["layers"].append({"hook": hook, "layer": tg.hook_layer(hook), **stats,
+                                "heldout": heldout})
     _merge_outputs(run_dir, pair_name(instruction, baseline), entry, vectors)
     return entry
 
@@ -171,10 +187,24 @@ def plot_cosines(directions_json: Path | dict[str, Any], out_png: Path) -> Path:
     for i, (name, pair) in enumerate(data["pairs"].items()):
         color = f"C{i % 10}"
         layers = [rec["layer"] for rec in pair["layers"]]
-        for kind, style in zip(BIAS_KINDS, ("-", "--"), strict=True):
-            cos = [rec["per_kind"].get(kind, {}).get("cosine", np.nan) for rec in pair["layers"]]
-            if not np.all(np.isnan(cos)):
-                ax_cos.plot(layers, cos, style, color=color, label=f"{name} ({kind})")
+        held = [rec.get("heldout") or {} for rec in pair["layers"]]
+        if any(held):  # held-out cosine with its interval, and the shuffled-condition band
+            nan2 = [np.nan, np.nan]
+            ci = np.array([h.get("cosine_ci") or nan2 for h in held], dtype=float)
+            band = np.array([(h.get("control") or {}).get("shuffled_condition_5_95") or nan2
+                             for h in held], dtype=float)
+            ax_cos.fill_between(layers, band[:, 0], band[:, 1], color="grey", alpha=0.3,
+                                linewidth=0, label="shuffled-condition control" if i == 0
+                                else None)
+            ax_cos.errorbar(layers, [h.get("cosine", np.nan) for h in held],
+                            yerr=np.abs(ci.T - [h.get("cosine", np.nan) for h in held]),
+                            color=color, marker=".", capsize=2, label=f"{name} (held out)")
+        else:  # older files: the in-sample cosines
+            for kind, style in zip(BIAS_KINDS, ("-", "--"), strict=True):
+                cos = [rec["per_kind"].get(kind, {}).get("cosine", np.nan)
+                       for rec in pair["layers"]]
+                if not np.all(np.isnan(cos)):
+                    ax_cos.plot(layers, cos, style, color=color, label=f"{name} ({kind})")
         ax_norm.plot(layers, [rec["rel_norm"] for rec in pair["layers"]], color=color, label=name)
     ax_cos.axhline(0, color="k", linewidth=0.8)
     ax_cos.set(title="Instruction shift vs bias direction\n(< 0: away from the biased answer)",
