@@ -17,6 +17,7 @@ readout (their difference), item means with bootstrap 95% intervals.
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import torch
 
 from probe.analysis import answers as ans
 from probe.analysis import readout as ro
+from probe.analysis.checkpoint import Checkpoint, run_fingerprint
 from probe.errors import ConfigError, UnknownNameError
 from probe.hooks import HookFn, resid_hook_names
 from probe.inference import Engine
@@ -117,9 +119,20 @@ def run_lens(run_dir: str, conditions: list[str] | None = None, limit: int | Non
     engine = Engine(loaded, run.config.batch_size, run.config.attention)
     start = time.perf_counter()
     results, worst = {}, 0.0
-    for cond in conditions or run.conditions():
-        results[cond], diff = condition_lens(engine, run, cond)
-        worst = max(worst, diff)
+    chosen = list(conditions or run.conditions())
+    # Resumable per condition (one forward pass gives every layer): RUN/lens.partial.jsonl.
+    ckpt = Checkpoint(run_dir, "lens", {"--instruction": chosen, "--limit": limit,
+                                        "run rows (generations.jsonl sha256)":
+                                            run_fingerprint(run_dir)})
+    bar = ckpt.bar(len(chosen), "lens conditions")
+    try:
+        for cond in chosen:
+            results[cond], diff = ckpt.unit(cond, partial(condition_lens, engine, run, cond))
+            worst = max(worst, diff)
+            bar.update()
+    finally:
+        bar.close()
+        ckpt.close()
     hooks = resid_hook_names(loaded.n_layers)
     out = json_safe({
         "readout": ro.readout_meta(run.config.mode),
@@ -131,6 +144,7 @@ def run_lens(run_dir: str, conditions: list[str] | None = None, limit: int | Non
                  "seconds": round(time.perf_counter() - start, 2)},
         "conditions": results})
     atomic_write_json(Path(run_dir) / "lens.json", out)
+    ckpt.finish()
     plot_lens(out, Path(run_dir) / "plots" / "lens.png")
     return out
 

@@ -23,6 +23,7 @@ import numpy as np
 from probe.analysis import answers as ans
 from probe.analysis import patch_plan as pp
 from probe.analysis import readout as ro
+from probe.analysis.checkpoint import Checkpoint, digest, run_fingerprint
 from probe.analysis.patching import Patch, patch_pairs, resid_hooks
 from probe.errors import ConfigError
 from probe.inference import Engine
@@ -184,7 +185,16 @@ def run_patching(run_dir: str, source: str, target: str = ans.BASELINE,
                           f"biased/unbiased answer pair (skipped: {skipped})")
     plan = pp.plan(engine, pairs, positions)
     start = time.perf_counter()
-    arrays = per_item(patch_pairs(engine, run.config.mode, pairs, plan.patches()), pairs)
+    # Resumable: each batch of pairs is kept in RUN/patching.partial.jsonl until the end.
+    ckpt = Checkpoint(run_dir, "patching", {
+        "--instruction": source, "--baseline": target, "--positions": positions,
+        "--limit": limit, "run rows (generations.jsonl sha256)": run_fingerprint(run_dir),
+        "patch plan (sha256)": digest(plan.patches())})
+    try:
+        arrays = per_item(patch_pairs(engine, run.config.mode, pairs, plan.patches(), ckpt),
+                          pairs)
+    finally:
+        ckpt.close()
     result = summarise(arrays, plan, loaded.n_layers, threshold)
     result["readout"] = ro.readout_meta(run.config.mode)
     control = control or pc.default_control(run, source)
@@ -212,6 +222,7 @@ def run_patching(run_dir: str, source: str, target: str = ans.BASELINE,
                                           strict=True)]
     result = json_safe(result)
     atomic_write_json(Path(run_dir) / "patching.json", result)
+    ckpt.finish()
     plot_patching(result, Path(run_dir) / "plots")
     return result
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from probe.analysis import readout as ro
+from probe.analysis.checkpoint import Checkpoint
 from probe.errors import ConfigError
 from probe.hooks import HookFn
 from probe.inference import Engine
@@ -231,11 +232,14 @@ def _patched(engine: Engine, mode: str, into: Packed, into_q: list[ro.Query], ca
 
 
 def patch_pairs(engine: Engine, mode: str, pairs: Sequence[PromptPair],
-                patches: Sequence[Patch]) -> dict[str, np.ndarray]:
+                patches: Sequence[Patch], checkpoint: Checkpoint | None = None
+                ) -> dict[str, np.ndarray]:
     """Run every patch both ways on batches of pairs.
 
     Returns ``source``/``target`` (n,) readouts, ``denoise``/``noise`` (n_patches, n) patched
     readouts, and ``valid`` (n_patches, n): whether the patch touched that item at all.
+    With ``checkpoint`` each batch's numbers are kept there, and batches it holds are not
+    run again (a resumed ``probe patch``).
     """
     n = len(patches)
     hooks = sorted({p.hook for p in patches})
@@ -254,8 +258,10 @@ def patch_pairs(engine: Engine, mode: str, pairs: Sequence[PromptPair],
         out = torch.cat([m_src[None], m_tgt[None], denoise, noise, ok]).T
         return list(out.numpy())
 
+    fn = run if checkpoint is None else checkpoint.batches(
+        run, lambda p: f"{p.item_id}/{p.source.view}", len(pairs), "patching pairs")
     per_item: list[np.ndarray] = engine.map_batches(
-        list(pairs), run, sort_key=lambda p: len(p.source.prompt) + len(p.target.prompt))
+        list(pairs), fn, sort_key=lambda p: len(p.source.prompt) + len(p.target.prompt))
     rows = np.stack(per_item)
     return {"source": rows[:, 0], "target": rows[:, 1], "denoise": rows[:, 2:2 + n].T,
             "noise": rows[:, 2 + n:2 + 2 * n].T, "valid": rows[:, 2 + 2 * n:].T > 0.5}

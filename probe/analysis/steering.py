@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import torch
 
 from probe.analysis import answers as ans
 from probe.analysis import readout as ro
+from probe.analysis.checkpoint import Checkpoint, run_fingerprint
 from probe.errors import ConfigError, ProbeError
 from probe.hooks import Capture, HookFn
 from probe.inference import Engine
@@ -131,6 +133,12 @@ def steered(engine: Engine, run: ans.RunData, units: list[Unit],
     return rows, bias_summary(rows, ro.rows_readout(engine, run, rows, hooks))
 
 
+def _steered_summary(engine: Engine, run: ans.RunData, units: list[Unit], layer: int,
+                     vec: torch.Tensor) -> dict[str, Any]:
+    """Bias summary of the baseline with ``vec`` added at ``layer`` (one checkpoint unit)."""
+    return steered(engine, run, units, [(resid_hook(layer), add_hook(vec))])[1]
+
+
 def same_as_run(rows: list[dict[str, Any]], run: ans.RunData, tol: float = 1e-4) -> bool:
     """Whether re-scored rows have the run's predictions and option scores.
 
@@ -177,17 +185,30 @@ def run_steering(run_dir: str, instruction: str, layers: list[int] | None = None
     engine = Engine(loaded, run.config.batch_size, run.config.attention)
     directions, origin = load_or_compute(engine, run, instruction, layers)
     controls = {L: random_like(v, seed + L) for L, v in directions.items()}
-    zero_rows, zero = steered(engine, run, units, [(resid_hook(layers[0]),
-                                                    add_hook(0.0 * directions[layers[0]]))])
+    # Resumable per (layer, kind, alpha): RUN/steering.partial.jsonl until steering.json.
+    ckpt = Checkpoint(run_dir, "steering", {
+        "--instruction": instruction, "--layers": layers, "--alphas": alphas, "--seed": seed,
+        "--limit": limit, "run rows (generations.jsonl sha256)": run_fingerprint(run_dir),
+        "direction norms": [float(directions[L].norm()) for L in layers]})
+    bar = ckpt.bar(1 + len(layers) * 2 * len(alphas), "steering runs")
+    try:
+        zero_rows, zero = ckpt.unit("alpha0", lambda: steered(
+            engine, run, units, [(resid_hook(layers[0]), add_hook(0.0 * directions[layers[0]]))]))
+        bar.update()
+        results = []
+        for L in layers:
+            for kind, vec in (("direction", directions[L]), ("random", controls[L])):
+                for alpha in alphas:
+                    summary = zero if alpha == 0 else ckpt.unit(
+                        f"{L}/{kind}/{alpha!r}", partial(_steered_summary, engine, run, units,
+                                                         L, alpha * vec))
+                    results.append({"layer": L, "kind": kind, "alpha": alpha, **summary})
+                    bar.update()
+    finally:
+        bar.close()
+        ckpt.close()
     stored = [v for v in (ro.row_value(run.rows[(u.item.item_id, u.condition)])
                           for u in units) if v is not None]
-    results = []
-    for L in layers:
-        for kind, vec in (("direction", directions[L]), ("random", controls[L])):
-            for alpha in alphas:
-                summary = zero if alpha == 0 else steered(
-                    engine, run, units, [(resid_hook(L), add_hook(alpha * vec))])[1]
-                results.append({"layer": L, "kind": kind, "alpha": alpha, **summary})
     out = json_safe({
         "readout": {**ro.readout_meta(run.config.mode),
                     "alpha0": zero["readout"], "run_stored": ans.mean_ci(stored)},
@@ -201,6 +222,7 @@ def run_steering(run_dir: str, instruction: str, layers: list[int] | None = None
                  "seconds": round(time.perf_counter() - start, 2)},
         "results": results})
     atomic_write_json(Path(run_dir) / "steering.json", out)
+    ckpt.finish()
     plot_steering(out, Path(run_dir) / "plots" / "steering.png")
     return out
 
