@@ -16,46 +16,14 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from probe.report_html import Raw, esc, fmt, table
-from probe.scoring.gains import METRICS
+from probe.scoring.gains import METRICS, MIN_N, small_n_reasons, verdict
 
-MIN_N = 10  # fewer paired items than this: the interval is not worth a verdict
 BENCH_TITLES = {"bbq": "BBQ", "winogender": "Winogender"}
 DIRECTION = {"bbq": "bias score: negative = less biased than the baseline; accuracy: "
                     "positive = more accurate.",
              "winogender": "r with occupation statistics: negative = less stereotyped than "
                            "the baseline (when the baseline's r is positive)."}
 NEGATION = "negate-*"
-
-
-def small_n_reasons(gain: dict[str, Any]) -> list[str]:
-    """Why a gain's interval cannot carry a verdict (empty when it can)."""
-    reasons = []
-    n = gain.get("n_items")
-    if isinstance(n, int) and n < MIN_N:
-        reasons.append(f"n<{MIN_N}")
-    if isinstance(gain.get("n_clusters"), int) and gain["n_clusters"] < 2:
-        reasons.append("one cluster")
-    low, high = gain.get("ci") or (None, None)
-    if low is None or high is None:
-        reasons.append("no interval")
-    elif high - low <= 1e-9 * max(1.0, abs(low), abs(high)):
-        reasons.append("zero-width interval")
-    return reasons
-
-
-def verdict(gain: dict[str, Any]) -> str:
-    """What the interval supports: "not distinguishable from 0", "differs from 0", or why
-    there is no verdict."""
-    if gain.get("value") is None:
-        return "not computed"
-    reasons = small_n_reasons(gain)
-    degenerate = [r for r in reasons if not r.startswith("n<")]
-    if degenerate:
-        return "no verdict (" + ", ".join(degenerate) + ")"
-    spans = gain.get("spans_zero")
-    if spans is None:
-        return "no verdict"
-    return "not distinguishable from 0" if spans else "differs from 0"
 
 
 def gain_cell(gain: dict[str, Any] | None) -> Raw:

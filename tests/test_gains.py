@@ -110,10 +110,27 @@ def test_printed_table_marks_intervals_that_span_zero() -> None:
 
 
 def test_describe_gain_by_hand() -> None:
-    text = describe_gain({"value": -0.04, "ci": [-0.2, 0.11], "n_items": 56})
-    assert text == "-0.040 [-0.200, +0.110] n=56 (not distinguishable from 0)"
-    assert describe_gain({"value": 0.3, "ci": [0.1, 0.5], "n_items": 8}).endswith("n=8")
+    spans = {"value": -0.04, "ci": [-0.2, 0.11], "n_items": 56, "n_clusters": 20,
+             "spans_zero": True}
+    assert describe_gain(spans) == ("-0.040 [-0.200, +0.110] n=56 items, 20 clusters "
+                                    "(not distinguishable from 0)")
+    clear = {"value": 0.3, "ci": [0.1, 0.5], "n_items": 30, "n_clusters": 12,
+             "spans_zero": False}
+    assert describe_gain(clear) == "+0.300 [+0.100, +0.500] n=30 items, 12 clusters"
     assert "no interval" in describe_gain({"value": 0.3, "ci": [None, None], "n_items": 2})
+
+
+def test_describe_gain_warns_where_the_interval_is_weak() -> None:
+    """Few clusters, few items, a zero-width interval: said on the line, as in the report;
+    float residue never prints as a signed effect."""
+    few = {"value": 0.8, "ci": [-1e-17, 2.0], "n_items": 8, "n_clusters": 4,
+           "spans_zero": True}
+    text = describe_gain(few)
+    assert text.startswith("+0.800 [+0.000, +2.000] n=8 items, 4 clusters")
+    assert "not distinguishable from 0" in text and "4<10 clusters" in text and "n<10" in text
+    flat = {"value": 0.0, "ci": [0.0, 0.0], "n_items": 28, "n_clusters": 14,
+            "spans_zero": True}
+    assert "no verdict (zero-width interval)" in describe_gain(flat)
 
 
 def test_winogender_gains_pair_occupations() -> None:

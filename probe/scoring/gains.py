@@ -124,17 +124,64 @@ def compute_gains(grouped: dict[str, dict[str, Rows]], n_boot: int = 1000, seed:
     return out
 
 
+MIN_N = 10  # fewer paired items than this: the interval is not worth a verdict
+# Fewer clusters than this: a percentile bootstrap resamples so few distinct units that its
+# interval is unreliable (Cameron, Gelbach & Miller 2008); shown as a warning.
+MIN_CLUSTERS = 10
+
+
+def small_n_reasons(gain: dict[str, Any]) -> list[str]:
+    """Why a gain's interval is weak or cannot carry a verdict (empty when it can)."""
+    reasons = []
+    n, k = gain.get("n_items"), gain.get("n_clusters")
+    if isinstance(n, int) and n < MIN_N:
+        reasons.append(f"n<{MIN_N}")
+    if isinstance(k, int) and k < 2:
+        reasons.append("one cluster")
+    elif isinstance(k, int) and k < MIN_CLUSTERS:
+        reasons.append(f"{k}<{MIN_CLUSTERS} clusters")
+    low, high = gain.get("ci") or (None, None)
+    if low is None or high is None:
+        reasons.append("no interval")
+    elif high - low <= 1e-9 * max(1.0, abs(low), abs(high)):
+        reasons.append("zero-width interval")
+    return reasons
+
+
+def verdict(gain: dict[str, Any]) -> str:
+    """What the interval supports: "not distinguishable from 0", "differs from 0", or why
+    there is no verdict (a single cluster, no interval, a zero-width interval)."""
+    if gain.get("value") is None:
+        return "not computed"
+    degenerate = [r for r in small_n_reasons(gain)
+                  if r in ("one cluster", "no interval", "zero-width interval")]
+    if degenerate:
+        return "no verdict (" + ", ".join(degenerate) + ")"
+    spans = gain.get("spans_zero")
+    if spans is None:
+        return "no verdict"
+    return "not distinguishable from 0" if spans else "differs from 0"
+
+
+def signed(value: float) -> str:
+    """``+0.123``; float residue of equal metrics (~1e-16) and ``-0.000`` print as +0.000."""
+    text = f"{0.0 if abs(value) < 5e-4 else value:+.3f}"
+    return text
+
+
 def describe_gain(gain: dict[str, Any]) -> str:
-    """"-0.040 [-0.200, +0.110] n=56 (not distinguishable from 0)": the value, its paired
-    95% interval, the paired items, and the verdict the interval supports."""
+    """"-0.040 [-0.200, +0.110] n=56 items, 20 clusters (not distinguishable from 0)": the
+    value, its paired 95% interval, the paired items and clusters, the verdict the interval
+    supports and any small-n warning (the report uses the same :func:`verdict`)."""
     value, (low, high) = gain.get("value"), gain.get("ci") or (None, None)
     if value is None:
         return "n/a"
-    n = f"n={gain.get('n_items')}"
-    if low is None or high is None:
-        return f"{value:+.3f} [no interval] {n}"
-    verdict = " (not distinguishable from 0)" if low <= 0 <= high else ""
-    return f"{value:+.3f} [{low:+.3f}, {high:+.3f}] {n}{verdict}"
+    ci = "[no interval]" if low is None or high is None else f"[{signed(low)}, {signed(high)}]"
+    n = f"n={gain.get('n_items')} items, {gain.get('n_clusters')} clusters"
+    sure = verdict(gain)
+    notes = [] if sure == "differs from 0" else [sure]
+    notes += [r for r in small_n_reasons(gain) if r not in sure]
+    return f"{signed(value)} {ci} {n}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def format_gains(gains: dict[str, Any]) -> str:
