@@ -41,9 +41,9 @@ class ProbeGroup(click.Group):
 
 @click.group(cls=ProbeGroup)
 @click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
-@click.option("--threads", type=int, default=None,
-              help="torch threads (default: the free cores when the machine is loaded, "
-                   "else torch's default).")
+@click.option("--threads", type=int, default=None, envvar="PROBE_THREADS",
+              help="torch threads (default: $PROBE_THREADS, else the free cores when the "
+                   "machine is loaded, else torch's default).")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool, threads: int | None) -> None:
     """Moral self-correction, from outputs to internals."""

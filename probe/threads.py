@@ -4,7 +4,9 @@ torch starts one compute thread per core. On a shared machine whose load average
 is near or above its core count, those threads contend with the other processes' (every
 thread waits for a core, and for the slowest one at each parallel region), so a probe
 command asks only for the cores that are free, ``max(1, floor(cores - load))``, and leaves
-torch's default alone on an idle machine. ``probe --threads N`` overrides the choice.
+torch's default alone on an idle machine. ``probe --threads N`` (or ``$PROBE_THREADS``)
+overrides the choice; the tests set it, so that no result depends on the machine's load.
+The choice is logged at INFO, not printed: a one-line error must stay one line.
 """
 
 from __future__ import annotations
@@ -49,5 +51,5 @@ def apply_threads(override: int | None = None) -> int | None:
     import torch
 
     torch.set_num_threads(n)
-    log.warning("%s", why)
+    log.info("%s", why)
     return n

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Every probe command the tests start uses one torch thread, whatever the machine's load
+# (probe.threads would otherwise choose by load average): results never depend on it.
+os.environ.setdefault("PROBE_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
