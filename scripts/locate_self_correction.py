@@ -28,22 +28,50 @@ DEFAULT_CONDITIONS = ("baseline", "instruct-1", "negate-1")
 
 
 def optional_stage(name: str, module: str, func: str, *args: Any, **kwargs: Any) -> str:
-    """Call ``module.func``; a module (or function) that cannot be imported is skipped."""
+    """Call ``module.func`` and say what it found, in one line printed as soon as it ends; a
+    module (or function) that cannot be imported is skipped."""
     try:
         fn = getattr(importlib.import_module(module), func, None)
     except ImportError as err:
-        return f"{name}: skipped: module not available ({err})"
-    if fn is None:
-        return f"{name}: skipped: {module}.{func} not available"
-    fn(*args, **kwargs)
-    return f"{name}: done"
+        line = f"{name}: skipped: module not available ({err})"
+    else:
+        line = (f"{name}: skipped: {module}.{func} not available" if fn is None
+                else f"{name}: {summary(name, fn(*args, **kwargs))}")
+    click.echo(line)
+    return line
+
+
+def _ci(block: dict[str, Any] | None) -> str:
+    if not block or block.get("mean") is None:
+        return "n/a"
+    low, high = block.get("ci") or [None, None]
+    ci = f" [{low:+.3f}, {high:+.3f}]" if low is not None and high is not None else ""
+    return f"{block['mean']:+.3f}{ci}"
+
+
+def summary(name: str, out: Any) -> str:
+    """One line of a stage's result (its JSON), with its interval where it has one."""
+    if not isinstance(out, dict):
+        return "done"
+    if name == "patching":
+        return (f"readout gap {out['meta']['source']} - {out['meta']['target']} "
+                f"{_ci(out['metric']['gap'])}, n={out['meta']['n_items']} items; "
+                f"{(out.get('control') or {}).get('verdict', 'no control')}")
+    if name == "steering":
+        return (f"{len(out['results'])} steered runs on {out['meta']['n_items']} items; "
+                f"readout at alpha 0 {_ci(out['readout']['alpha0'])}")
+    if name == "lens":
+        finals = [f"{c} {_ci(b['layers'][-1]['readout'])}"
+                  for c, b in out["conditions"].items() if b["layers"]]
+        return "final-layer readout: " + "; ".join(finals)
+    return "done"
 
 
 def probes_and_directions(run: Path) -> None:
     """Probes per layer (+ plot), then one self-correction direction per instruction."""
     from probe.analysis import targets as tg
     from probe.analysis.probe_plots import plot_probes
-    from probe.analysis.probes import run_probes
+    from probe.analysis.probe_run import run_probes
 
     plot_probes(run_probes(run, progress=False), run / "plots" / "probes.png")
     try:
@@ -92,19 +120,20 @@ def main(model: str, limit: int | None, mode: str, data_dir: Path | None,
                         conditions=list(conditions or DEFAULT_CONDITIONS),
                         conditions_file=conditions_file)
         loaded = load_model(cfg.model, cfg.device, cfg.dtype)
-        run_study(cfg, run, loaded=loaded)
+        result = run_study(cfg, run, loaded=loaded)
+        rows = (run / "generations.jsonl").read_text(encoding="utf-8").count("\n")
+        click.echo(f"run: {result.folder.path} ({rows} rows)")
         plot_run(run)
         probes_and_directions(run)
+        click.echo(f"probes: wrote {run / 'probes.json'}")
+        # Each stage prints its result as soon as it ends (and resumes if killed).
         common = {"limit": analysis_limit, "data_dir": data}
-        for line in (
-            optional_stage("patching", "probe.analysis.patch_study", "run_patching", str(run),
-                           instruction, loaded=loaded, **common),
-            optional_stage("steering", "probe.analysis.steering", "run_steering", str(run),
-                           instruction, loaded=loaded, **common),
-            optional_stage("lens", "probe.analysis.lens", "run_lens", str(run),
-                           loaded=loaded, **common),
-        ):
-            click.echo(line)
+        optional_stage("patching", "probe.analysis.patch_study", "run_patching", str(run),
+                       instruction, loaded=loaded, **common)
+        optional_stage("steering", "probe.analysis.steering", "run_steering", str(run),
+                       instruction, loaded=loaded, **common)
+        optional_stage("lens", "probe.analysis.lens", "run_lens", str(run), loaded=loaded,
+                       **common)
         click.echo(f"report: {write_report(run)}")
     except ProbeError as err:
         click.echo(f"error: {err}", err=True)
