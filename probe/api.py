@@ -132,7 +132,8 @@ def patch(run: RunLike, instruction: str, baseline: str = "baseline", *,
 
 def steer(run: RunLike, instruction: str, *, layers: Sequence[int] | None = None,
           alphas: Sequence[float] | None = None, seed: int = 0, limit: int | None = None,
-          data_dir: str | Path | None = None, loaded: Any = None) -> dict[str, Any]:
+          data_dir: str | Path | None = None, loaded: Any = None,
+          n_random: int = 20) -> dict[str, Any]:
     """Steer the baseline along ``instruction`` minus baseline, as ``probe steer``; returns
     steering.json's content."""
     from probe.analysis.steering import run_steering
@@ -140,7 +141,8 @@ def steer(run: RunLike, instruction: str, *, layers: Sequence[int] | None = None
     return run_steering(str(_path(run)), instruction,
                         None if layers is None else list(layers),
                         None if alphas is None else list(alphas), seed=seed, limit=limit,
-                        loaded=loaded, data_dir=None if data_dir is None else str(data_dir))
+                        loaded=loaded, data_dir=None if data_dir is None else str(data_dir),
+                        n_random=n_random)
 
 
 def lens(run: RunLike, instructions: Sequence[str] | None = None, *, limit: int | None = None,

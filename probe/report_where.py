@@ -212,6 +212,14 @@ def steering_where(data: Any) -> str:
             f"{esc(with_ci(*zero))} unsteered")
     if rand is None:
         return text + "; no random-direction control recorded.</p>"
+    band = at.get(("random", layer, alpha)) or {}
+    if "n_random" in band:  # a band of random directions: is the steered value inside it?
+        inside = band.get("verdict") == "not distinguishable from the control"
+        call = ("inside it: <b class='null'>not distinguishable from the control</b>"
+                if inside else esc(band.get("verdict") or "no verdict"))
+        return (text + f"; {esc(band['n_random'])} random directions of the same norm there "
+                f"give median {esc(fmt(rand[0]))}, 5-95% [{esc(fmt(rand[1][0]))}, "
+                f"{esc(fmt(rand[1][1]))}] ({call}).</p>")
     overlap = (all(isinstance(v, (int, float)) for v in [*here[1], *rand[1]])
                and here[1][0] <= rand[1][1] and rand[1][0] <= here[1][1])
     call = ("the intervals overlap: <b class='null'>not distinguishable from the "

@@ -11,6 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from probe.analysis import answers as ans
+from probe.analysis import steer_controls as sc
 from probe.analysis import steering as st
 from probe.inference import Engine
 from probe.models import LoadedModel, load_model
@@ -61,10 +62,10 @@ def test_direction_matches_cached_activations(tmp_path: Path, tiny: LoadedModel)
 
 def test_random_control_has_equal_norm() -> None:
     vec = torch.randn(16) * 3
-    rnd = st.random_like(vec, seed=1)
+    rnd = sc.random_like(vec, seed=1)
     assert float(rnd.norm()) == pytest.approx(float(vec.norm()), rel=1e-5)
     assert abs(float(torch.nn.functional.cosine_similarity(rnd, vec, dim=0))) < 0.9
-    assert torch.equal(rnd, st.random_like(vec, seed=1))
+    assert torch.equal(rnd, sc.random_like(vec, seed=1))
 
 
 def test_steer_command(tmp_path: Path, tiny: LoadedModel) -> None:
@@ -74,7 +75,8 @@ def test_steer_command(tmp_path: Path, tiny: LoadedModel) -> None:
     group = click.Group()
     group.add_command(steer)
     res = CliRunner().invoke(group, ["steer", str(run_dir), "--instruction", "instruct-1",
-                                     "--layers", "0,1", "--alphas", "-4,0,4"])
+                                     "--layers", "0,1", "--alphas", "-4,0,4",
+                                     "--n-random", "3"])
     assert res.exit_code == 0, res.output
     out = json.loads((run_dir / "steering.json").read_text())
     assert out["meta"]["alpha0_matches_run"] is True
@@ -98,7 +100,7 @@ def test_steering_readout_at_alpha_zero_is_the_runs(tmp_path: Path, mode: str) -
     loaded = sharp_model()
     run_dir = make_run(tmp_path, loaded, mode=mode)
     out = st.run_steering(str(run_dir), "instruct-1", layers=[1], alphas=[0.0, 8.0],
-                          loaded=loaded)
+                          loaded=loaded, n_random=3)
     block = out["readout"]
     assert block["mode"] == mode and block["alpha0"]["n"] >= 4
     if mode == "text":  # the run stored these scores: alpha 0 reproduces them
@@ -122,5 +124,82 @@ def test_alpha_zero_on_the_real_model(tmp_path: Path, real_model: LoadedModel) -
     out = st.run_steering(str(run_dir), "instruct-1", layers=[15], alphas=[0.0],
                           loaded=real_model)
     assert out["meta"]["alpha0_matches_run"] is True
-    assert out["meta"]["direction_source"] == "computed"
-    assert out["meta"]["norms"]["15"] > 0
+    assert "held out" in out["meta"]["direction_source"]
+    assert min(out["meta"]["norms"]["15"]) > 0
+
+
+def test_steering_adds_only_at_the_last_prompt_position() -> None:
+    vec = torch.ones(4)
+    hook = sc.LastPromptAdd(vec)
+    x = torch.zeros(2, 5, 4)
+    out = hook(x, None)  # a left-padded prompt pass: the prompt ends at the last column
+    assert torch.equal(out[:, -1], torch.ones(2, 4)) and out[:, :-1].abs().sum() == 0
+    hook.ends = [3, 2]  # a packed prompt+options pass: prompts end before the options
+    out = hook(x, None)
+    assert out[0, 2].sum() == 4 and out[1, 1].sum() == 4 and out.sum() == 8
+    assert torch.equal(hook(torch.zeros(2, 1, 4), None), torch.zeros(2, 1, 4))  # a step
+
+
+def test_steered_forward_differs_from_the_plain_one_only_at_the_last_position(
+        tiny: LoadedModel) -> None:
+    from probe.hooks import Capture
+
+    engine = Engine(tiny, 2)
+    hook = st.resid_hook(0)
+    texts = ["a short prompt here", "another, longer prompt goes here"]
+    captured = []
+    for hooks in ([], [(hook, sc.LastPromptAdd(torch.ones(tiny.d_model) * 5))]):
+        capture = Capture([st.resid_hook(1)], 4)
+        with engine.running(hooks):
+            engine.forward_last(texts, capture=capture)
+        captured.append(capture.take()[st.resid_hook(1)])
+    diff = (captured[1] - captured[0]).abs().sum(-1)
+    assert (diff[:, :-1] == 0).all() and (diff[:, -1] > 0).all()
+
+
+def test_held_out_steering_with_a_random_band(tmp_path: Path, tiny: LoadedModel,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    run_dir = make_run(tmp_path, tiny)
+    out = st.run_steering(str(run_dir), "instruct-1", layers=[1], alphas=[0.0, 0.5, 1.0],
+                          loaded=tiny, n_random=4)
+    assert out["meta"]["alpha0_matches_run"] is True and out["meta"]["n_random"] == 4
+    rand = [r for r in out["results"] if r["kind"] == "random" and r["alpha"] != 0]
+    assert len(rand) == 2 and all(r["n_random"] == 4 for r in rand)
+    for r in rand:
+        low, high = r["readout"]["ci"]
+        assert low <= r["readout"]["mean"] <= high
+        assert r["verdict"] in ("not distinguishable from the control",
+                                "outside the random-direction band")
+    # each half is steered with the direction fitted on the other half's templates
+    run = ans.load_run(run_dir)
+    halves = sc.template_halves([it.group for it in run.items], 0)
+    by_half = [{it.item_id for it, h in zip(run.items, halves, strict=True) if h == f}
+               for f in (0, 1)]
+    assert all(by_half)
+    seen: list[set[str] | None] = []
+    real = st.compute_directions
+
+    def spy(engine, run, instruction, layers, only=None):
+        seen.append(only)
+        return real(engine, run, instruction, layers, only)
+
+    monkeypatch.setattr(st, "compute_directions", spy)
+    st.run_steering(str(run_dir), "instruct-1", layers=[1], alphas=[0.0], loaded=tiny)
+    assert seen == [by_half[1], by_half[0]]  # half 0 steered with half 1's, and back
+
+
+def test_report_says_when_the_steered_value_is_inside_the_random_band(
+        tmp_path: Path, tiny: LoadedModel) -> None:
+    from probe.report_where import steering_where
+
+    run_dir = make_run(tmp_path, tiny)
+    out = st.run_steering(str(run_dir), "instruct-1", layers=[1], alphas=[0.0, 1.0],
+                          loaded=tiny, n_random=3)
+    rec = next(r for r in out["results"] if r["kind"] == "random" and r["alpha"] == 1.0)
+    html = steering_where(out)
+    assert "3 random directions of the same norm" in html
+    assert ("not distinguishable from the control" in html) == (
+        rec["verdict"] == "not distinguishable from the control")
+    low, high = rec["readout"]["ci"]
+    here = next(r for r in out["results"] if r["kind"] == "direction" and r["alpha"] == 1.0)
+    assert (low <= here["readout"]["mean"] <= high) == ("not distinguishable" in rec["verdict"])

@@ -2,22 +2,21 @@
 
 The direction at layer L is ``mean(instruction resid) - mean(baseline resid)`` at
 ``blocks.L.hook_resid_post``, at the last prompt position of the run's own prompts, over
-items the run has under both conditions. It is read from ``directions.safetensors`` when
-``probe probes`` wrote one (same definition), else computed here with one prompt pass per
-condition. ``alpha`` is a multiple of that raw (unnormalised) direction: the added vector is
-``alpha * direction``, so alpha = 1 adds exactly the mean shift the instruction causes and
-its norm is ``|alpha| * |direction|``. The control is a seeded random direction of the same
-norm per layer.
+items the run has under both conditions, computed with one prompt pass per condition.
+``alpha`` is a multiple of that raw (unnormalised) direction: alpha = 1 adds exactly the
+mean shift the instruction causes, at the position where it was measured (each row's last
+prompt token; :mod:`probe.analysis.steer_controls`). Templates are split in two halves and
+each half is steered with the other half's direction (held out). The control is a band of
+``n_random`` norm-matched random directions at the same layer, alpha and position.
 
-The vector is added at every position, on the prompt pass and every generation step, and
-the baseline is re-scored by the study's own batch step (:func:`probe.pipeline.run_batch`, the
-run's mode, batches and config) inside the hook context, so alpha = 0 reproduces the run's
-rows exactly. The alpha = 0 run does not depend on layer or direction, so it is run once
-(steering the first layer) and its metrics shared by every line.
+The baseline is re-scored by the study's own batch step (:func:`probe.pipeline.run_batch`,
+the run's mode, batches and config) inside the hook context, so alpha = 0 (no hook)
+reproduces the run's rows exactly; it is run once and shared by every layer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from functools import partial
@@ -29,8 +28,9 @@ import torch
 
 from probe.analysis import answers as ans
 from probe.analysis import readout as ro
+from probe.analysis import steer_controls as sc
 from probe.analysis.checkpoint import Checkpoint, run_fingerprint
-from probe.errors import ConfigError, ProbeError
+from probe.errors import ConfigError
 from probe.hooks import Capture, HookFn
 from probe.inference import Engine
 from probe.models import LoadedModel
@@ -47,10 +47,13 @@ def resid_hook(layer: int) -> str:
 
 
 def compute_directions(engine: Engine, run: ans.RunData, instruction: str,
-                       layers: list[int]) -> dict[int, torch.Tensor]:
-    """Mean instruction minus mean baseline resid at the last position, per layer."""
+                       layers: list[int], only: set[str] | None = None
+                       ) -> dict[int, torch.Tensor]:
+    """Mean instruction minus mean baseline resid at the last position, per layer (over the
+    items in ``only`` when given)."""
     ids = [it.item_id for it in run.items
-           if run.row(it.item_id, instruction) and run.row(it.item_id, ans.BASELINE)]
+           if run.row(it.item_id, instruction) and run.row(it.item_id, ans.BASELINE)
+           and (only is None or it.item_id in only)]
     if not ids:
         raise ConfigError(f"no items with rows under both {instruction} and baseline")
     hooks = [resid_hook(L) for L in layers]
@@ -68,28 +71,6 @@ def compute_directions(engine: Engine, run: ans.RunData, instruction: str,
         means[cond] = {h: torch.stack([x[h] for x in per_item]).mean(0) for h in hooks}
     return {L: (means[instruction][h] - means[ans.BASELINE][h]).float()
             for L, h in zip(layers, hooks, strict=True)}
-
-
-def load_or_compute(engine: Engine, run: ans.RunData, instruction: str,
-                    layers: list[int]) -> tuple[dict[int, torch.Tensor], str]:
-    """Directions from ``directions.safetensors`` if all are there, else computed."""
-    try:
-        from probe.analysis.directions import load_direction
-
-        found = {L: load_direction(run.path, instruction, resid_hook(L)).float()
-                 for L in layers}
-        if all(v.shape == (engine.loaded.d_model,) for v in found.values()):
-            return found, "directions.safetensors"
-    except (ImportError, ProbeError, OSError) as err:
-        log.info("computing directions (%s)", err)
-    return compute_directions(engine, run, instruction, layers), "computed"
-
-
-def random_like(vec: torch.Tensor, seed: int) -> torch.Tensor:
-    """A seeded random direction with the norm of ``vec``."""
-    gen = torch.Generator().manual_seed(seed)
-    rnd = torch.randn(vec.shape, generator=gen, dtype=torch.float64)
-    return (rnd * (vec.double().norm() / rnd.norm())).float()
 
 
 def add_hook(vec: torch.Tensor) -> HookFn:
@@ -126,19 +107,6 @@ def bias_summary(rows: list[dict[str, Any]], readout: list[float] | None = None
     return out
 
 
-def steered(engine: Engine, run: ans.RunData, units: list[Unit],
-            hooks: list[tuple[str, HookFn]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Re-scored baseline rows under ``hooks`` and their summary (bias score, readout)."""
-    rows = score_baseline(engine, run, units, hooks)
-    return rows, bias_summary(rows, ro.rows_readout(engine, run, rows, hooks))
-
-
-def _steered_summary(engine: Engine, run: ans.RunData, units: list[Unit], layer: int,
-                     vec: torch.Tensor) -> dict[str, Any]:
-    """Bias summary of the baseline with ``vec`` added at ``layer`` (one checkpoint unit)."""
-    return steered(engine, run, units, [(resid_hook(layer), add_hook(vec))])[1]
-
-
 def same_as_run(rows: list[dict[str, Any]], run: ans.RunData, tol: float = 1e-4) -> bool:
     """Whether re-scored rows have the run's predictions and option scores.
 
@@ -162,12 +130,65 @@ def default_layers(n_layers: int) -> list[int]:
     return sorted({max(0, min(n_layers - 1, round(n_layers * f))) for f in (0.25, 0.5, 0.75)})
 
 
+def _fold_hooks(layer: int, vecs: list[torch.Tensor]
+                ) -> list[list[tuple[str, HookFn]]]:
+    """Per template half, the last-prompt-position hook adding that half's vector."""
+    return [[(resid_hook(layer), sc.LastPromptAdd(v))] for v in vecs]
+
+
+def steered_folds(engine: Engine, run: ans.RunData, folds: list[list[Unit]],
+                  hooks: list[list[tuple[str, HookFn]]]
+                  ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Each half re-scored under its own hooks (none: the run as it was); pooled summary."""
+    rows: list[dict[str, Any]] = []
+    readout: list[float] = []
+    for units, fold_hooks in zip(folds, hooks, strict=True):
+        adders = [fn for _, fn in fold_hooks if isinstance(fn, sc.LastPromptAdd)]
+        with contextlib.ExitStack() as stack:
+            for fn in adders:
+                stack.enter_context(sc.track_prompt_ends(engine, fn))
+            mine = score_baseline(engine, run, units, fold_hooks)
+            readout += ro.rows_readout(engine, run, mine, fold_hooks)
+        rows += mine
+    return rows, bias_summary(rows, readout)
+
+
+def _steer_layer(engine: Engine, run: ans.RunData, folds: list[list[Unit]], ckpt: Checkpoint,
+                 bar: Any, L: int, vecs: list[torch.Tensor], alphas: list[float],
+                 zero: dict[str, Any], seed: int, n_random: int) -> list[dict[str, Any]]:
+    """Direction and random-band records of one layer, each steered run a checkpoint unit."""
+    out: list[dict[str, Any]] = []
+    for alpha in alphas:
+        if alpha == 0:
+            out += [{"layer": L, "kind": "direction", "alpha": alpha, **zero},
+                    {"layer": L, "kind": "random", "alpha": alpha, **sc.band([zero]),
+                     "verdict": "alpha 0: nothing added"}]
+            continue
+
+        def run_with(scaled: list[torch.Tensor]) -> dict[str, Any]:
+            return steered_folds(engine, run, folds, _fold_hooks(L, scaled))[1]
+
+        here = ckpt.unit(f"{L}/direction/{alpha!r}", partial(run_with, [alpha * v for v in vecs]))
+        bar.update()
+        draws = []
+        for k in range(n_random):
+            scaled = [alpha * sc.random_like(v, seed * 1000 + 31 * L + k) for v in vecs]
+            draws.append(ckpt.unit(f"{L}/random{k}/{alpha!r}", partial(run_with, scaled)))
+            bar.update()
+        rand = sc.band(draws)
+        out += [{"layer": L, "kind": "direction", "alpha": alpha, **here},
+                {"layer": L, "kind": "random", "alpha": alpha, **rand,
+                 "verdict": sc.verdict(here, rand)}]
+    return out
+
+
 @locks_run("steer")
 def run_steering(run_dir: str, instruction: str, layers: list[int] | None = None,
                  alphas: list[float] | None = None, seed: int = 0, limit: int | None = None,
-                 loaded: LoadedModel | None = None, data_dir: str | None = None
-                 ) -> dict[str, Any]:
-    """Bias score of the steered baseline per layer and alpha, with a random control."""
+                 loaded: LoadedModel | None = None, data_dir: str | None = None,
+                 n_random: int = sc.N_RANDOM) -> dict[str, Any]:
+    """Bias score and readout of the steered baseline per layer and alpha, on held-out
+    templates, against a band of norm-matched random directions (module doc)."""
     from probe.io import atomic_write_json
     from probe.scoring.metrics import json_safe
 
@@ -177,33 +198,35 @@ def run_steering(run_dir: str, instruction: str, layers: list[int] | None = None
     bad = [L for L in layers if not 0 <= L < loaded.n_layers]
     if bad or not layers:
         raise ConfigError(f"--layers {bad or layers}: need layers in 0..{loaded.n_layers - 1}")
-    alphas = [-8.0, -4.0, 0.0, 4.0, 8.0] if alphas is None else alphas
+    alphas = list(sc.DEFAULT_ALPHAS) if alphas is None else alphas
     units = [Unit(it, ans.BASELINE) for it in run.items if run.row(it.item_id, ans.BASELINE)]
     if not units:
         raise ConfigError(f"run {run_dir} has no baseline rows to steer")
+    halves = sc.template_halves([u.item.group for u in units], seed)
+    folds = [[u for u, h in zip(units, halves, strict=True) if h == f] for f in (0, 1)]
+    if not all(folds):
+        raise ConfigError("steering on held-out templates needs at least 2 templates")
     start = time.perf_counter()
     engine = Engine(loaded, run.config.batch_size, run.config.attention)
-    directions, origin = load_or_compute(engine, run, instruction, layers)
-    controls = {L: random_like(v, seed + L) for L, v in directions.items()}
-    # Resumable per (layer, kind, alpha): RUN/steering.partial.jsonl until steering.json.
+    # half f is steered with the direction fitted on the other half's items
+    dirs = [compute_directions(engine, run, instruction, layers,
+                               {u.item.item_id for u in folds[1 - f]}) for f in (0, 1)]
+    # Resumable per (layer, alpha, draw): RUN/steering.partial.jsonl until steering.json.
     ckpt = Checkpoint(run_dir, "steering", {
         "--instruction": instruction, "--layers": layers, "--alphas": alphas, "--seed": seed,
-        "--limit": limit, "run rows (generations.jsonl sha256)": run_fingerprint(run_dir),
-        "direction norms": [float(directions[L].norm()) for L in layers]})
-    bar = ckpt.bar(1 + len(layers) * 2 * len(alphas), "steering runs")
+        "--limit": limit, "--n-random": n_random,
+        "run rows (generations.jsonl sha256)": run_fingerprint(run_dir),
+        "direction norms": [[float(d[L].norm()) for d in dirs] for L in layers]})
+    n_steered = sum(1 for a in alphas if a != 0)
+    bar = ckpt.bar(1 + len(layers) * n_steered * (1 + n_random), "steering runs")
     try:
-        zero_rows, zero = ckpt.unit("alpha0", lambda: steered(
-            engine, run, units, [(resid_hook(layers[0]), add_hook(0.0 * directions[layers[0]]))]))
+        # alpha 0 adds nothing: all items in one pass list, the run's own batching
+        zero_rows, zero = ckpt.unit("alpha0", lambda: steered_folds(engine, run, [units], [[]]))
         bar.update()
         results = []
         for L in layers:
-            for kind, vec in (("direction", directions[L]), ("random", controls[L])):
-                for alpha in alphas:
-                    summary = zero if alpha == 0 else ckpt.unit(
-                        f"{L}/{kind}/{alpha!r}", partial(_steered_summary, engine, run, units,
-                                                         L, alpha * vec))
-                    results.append({"layer": L, "kind": kind, "alpha": alpha, **summary})
-                    bar.update()
+            results += _steer_layer(engine, run, folds, ckpt, bar, L, [d[L] for d in dirs],
+                                    alphas, zero, seed, n_random)
     finally:
         bar.close()
         ckpt.close()
@@ -213,10 +236,15 @@ def run_steering(run_dir: str, instruction: str, layers: list[int] | None = None
         "readout": {**ro.readout_meta(run.config.mode),
                     "alpha0": zero["readout"], "run_stored": ans.mean_ci(stored)},
         "meta": {"instruction": instruction, "layers": layers, "alphas": alphas,
-                 "hook": "blocks.L.hook_resid_post, all positions and generation steps",
+                 "hook": "blocks.L.hook_resid_post at each row's last prompt position (where "
+                         "the direction was measured); not on options or generated tokens",
                  "alpha": "multiple of the raw mean shift (instruction - baseline)",
-                 "direction_source": origin, "control": f"random, same norm, seed {seed}+L",
-                 "norms": {str(L): float(v.norm()) for L, v in directions.items()},
+                 "direction_source": "computed per template half; each half steered with "
+                                     "the other half's direction (held out)",
+                 "control": f"{n_random} random directions, same norm, layer, alpha and "
+                            "position: median and 5-95% band",
+                 "n_random": n_random, "n_templates": len({u.item.group for u in units}),
+                 "norms": {str(L): [float(d[L].norm()) for d in dirs] for L in layers},
                  "mode": run.config.mode, "model": run.config.model, "n_items": len(units),
                  "alpha0_matches_run": same_as_run(zero_rows, run),
                  "seconds": round(time.perf_counter() - start, 2)},
@@ -228,7 +256,8 @@ def run_steering(run_dir: str, instruction: str, layers: list[int] | None = None
 
 
 def plot_steering(result: dict[str, Any], path: Path) -> Path:
-    """Dose-response: bias score against alpha, a line per layer, dashed random control."""
+    """Dose-response: bias score against alpha, a line per layer; dashed with a band: the
+    random directions' median and 5-95%."""
     plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -237,8 +266,14 @@ def plot_steering(result: dict[str, Any], path: Path) -> Path:
             for kind, style in (("direction", "-"), ("random", "--")):
                 recs = [r for r in result["results"] if r["layer"] == layer and r["kind"] == kind]
                 ys = [np.nan if r[cc]["mean"] is None else r[cc]["mean"] for r in recs]
-                ax.plot([r["alpha"] for r in recs], ys, style, marker="o", color=f"C{i % 10}",
-                        label=f"layer {layer}" + (" (random)" if kind == "random" else ""))
+                xs = [r["alpha"] for r in recs]
+                ax.plot(xs, ys, style, marker="o", color=f"C{i % 10}",
+                        label=f"layer {layer}" + (" (random, median)" if kind == "random"
+                                                  else ""))
+                if kind == "random":  # the 5-95% band of the random directions
+                    lo, hi = ([np.nan if v is None else v for v in col] for col in zip(
+                        *(r[cc].get("ci") or [None, None] for r in recs), strict=True))
+                    ax.fill_between(xs, lo, hi, color=f"C{i % 10}", alpha=0.12, linewidth=0)
         ax.axhline(0, color="grey", lw=0.8)
         ax.set(title=f"{cc} bias score, baseline steered along "
                      f"{result['meta']['instruction']} - baseline",

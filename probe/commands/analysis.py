@@ -95,23 +95,27 @@ def patch(run: Path, instruction: str, baseline: str, positions: int | None,
 @click.option("--instruction", required=True,
               help=f"{INSTRUCTION_HELP}; direction = its mean resid minus baseline's.")
 @click.option("--layers", default=None, help="Comma-separated layers (default: 3 spread out).")
-@click.option("--alphas", default="-8,-4,0,4,8", show_default=True,
-              help="Multiples of the direction added at every position.")
+@click.option("--alphas", default="-2,-1,-0.5,0,0.25,0.5,1,2", show_default=True,
+              help="Multiples of the direction (1 = the instruction's mean shift), added at "
+                   "the last prompt position.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random control's seed.")
+@click.option("--n-random", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Norm-matched random directions in the control band.")
 @LIMIT_OPT
 @DATA_OPT
 def steer(run: Path, instruction: str, layers: str | None, alphas: str, seed: int,
-          limit: int | None, data_dir: Path | None) -> None:
+          n_random: int, limit: int | None, data_dir: Path | None) -> None:
     """Steer RUN's baseline along a self-correction direction; writes steering.json and plot."""
     from probe.api import steer as steer_run
 
     out = steer_run(run, instruction, layers=None if layers is None else _ints(layers, "--layers"),
-                    alphas=_floats(alphas, "--alphas"), seed=seed, limit=limit, data_dir=data_dir)
+                    alphas=_floats(alphas, "--alphas"), seed=seed, limit=limit, data_dir=data_dir,
+                    n_random=n_random)
     click.echo(f"{'layer':>5} {'kind':<9} {'alpha':>6}  ambig bias [95% CI]     "
                f"disambig bias [95% CI]")
     for rec in out["results"]:
         click.echo(f"{rec['layer']:>5} {rec['kind']:<9} {rec['alpha']:>6g}  "
-                   f"{_fmt(rec['ambig']):<24} {_fmt(rec['disambig'])}")
+                   f"{_fmt(rec['ambig']):<24} {_fmt(rec['disambig'])}  {rec.get('verdict', '')}")
     click.echo(f"wrote {run / 'steering.json'} and {run / 'plots' / 'steering.png'} "
                f"({out['meta']['seconds']} s)")
 
