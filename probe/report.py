@@ -41,8 +41,9 @@ CAPTIONS: dict[str, str] = {
     "patching_resid.png": "Activation patching of the residual stream (layer x position), "
                           "denoising and noising; 1 = source behaviour, 0 = target.",
     "patching_components.png": "Activation patching of attn_out / mlp_out per layer.",
-    "steering.png": "Steering the baseline along the self-correction direction: bias score "
-                    "vs alpha per layer; dashed = random direction of the same norm.",
+    "steering.png": "Steering the baseline along the self-correction direction (last prompt "
+                    "position, held-out templates): bias score vs alpha per layer; dashed and "
+                    "shaded = median and 5-95% of norm-matched random directions.",
     "lens.png": "Logit lens: answer preference read out per layer.",
 }
 # The main column fits a 1400 px window with room to spare; wide tables scroll inside
