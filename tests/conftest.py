@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# Every probe command the tests start uses one torch thread, whatever the machine's load
-# (probe.threads would otherwise choose by load average): results never depend on it.
-os.environ.setdefault("PROBE_THREADS", "1")
+# Every probe command the tests start uses one torch thread per core, whatever the
+# machine's load (probe.threads would otherwise choose by load average, and an in-process
+# command would leave its choice on the whole session): results never depend on load.
+os.environ.setdefault("PROBE_THREADS", str(os.cpu_count() or 1))
 
 
 @pytest.fixture(scope="session")

@@ -37,8 +37,9 @@ def test_internal_analysis_end_to_end(real_model, data_dir, tmp_path):
     _ok(["probes", str(run)])
     # --limit is items per category (7 categories here), as for `probe run`.
     _ok(["patch", str(run), "--instruction", "instruct-3", "--limit", "1"])
+    # Two random draws: the chain must complete; the band's statistics are tested elsewhere.
     _ok(["steer", str(run), "--instruction", "instruct-3", "--layers", "15",
-         "--alphas", "-4,0,4", "--limit", "1"])
+         "--alphas", "-4,0,4", "--limit", "1", "--n-random", "2"])
     _ok(["lens", str(run), "--limit", "1"])
     _ok(["report", str(run)])
     plots = {p.name for p in (run / "plots").glob("*.png")}
