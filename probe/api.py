@@ -104,7 +104,7 @@ def probes_and_directions(run: RunLike, targets: Sequence[str] | None = None,
         chosen = list(layers) if layers else None
         result = run_probes(path, list(targets) if targets else None,
                             tuple(kinds) if kinds else KINDS, seed=seed, layers=chosen,
-                            store=store, position=position, progress=progress)
+                            position=position, progress=progress)
         plot_probes(result, path / "plots" / "probes.png")
         rows = tg.read_rows(path / "generations.jsonl")
         entries = []

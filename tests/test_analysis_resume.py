@@ -1,4 +1,4 @@
-"""Resumable analyses: kill a real ``probe patch|steer|lens`` process after its second
+"""Resumable analyses: kill a real ``probe patch|steer|lens|probes`` process after its second
 unit (``PROBE_FAULT=analysis-unit:2``), rerun the same analysis, and check that the final JSON
 equals an uninterrupted run's byte for byte (its ``seconds`` aside: two uninterrupted runs
 differ there too) and that the partial file is gone. A partial file written under other
@@ -32,6 +32,7 @@ ANALYSES: dict[str, tuple[list[str], Callable[[Path], Any], str]] = {
               lambda run: probe.steer(run, "instruct-1", layers=[0, 1], alphas=[-2, 0, 2]),
               "steering"),
     "lens": ([], lambda run: probe.lens(run), "lens"),
+    "probes": ([], lambda run: probe.probes(run, progress=False), "probes"),
 }
 
 
@@ -47,7 +48,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     out = tmp_path_factory.mktemp("analysis_resume") / "run"
     done = _cli(["run", "--model", "tiny-random", "--data-dir", str(data_dir), "--limit", "2",
                  "--benchmark", "bbq", "--condition", "baseline", "--condition", "instruct-1",
-                 "--condition", "negate-1", "--batch-size", "2",
+                 "--condition", "negate-1", "--batch-size", "2", "--cache-acts",
                  "--out", str(out)])
     assert done.returncode == 0, done.stderr[-2000:]
     return out

@@ -1,5 +1,11 @@
 """``run_probes``: probe a run folder's activations and write ``probes.json`` and the probe
-directions, keeping earlier targets computed under the same settings."""
+directions, keeping earlier targets computed under the same settings.
+
+Resumable per target (:mod:`probe.analysis.checkpoint`): a target's splits and control labels
+depend only on its own labels and clusters, so probing targets one at a time gives the same
+numbers as probing them together, and a killed ``probe probes`` rerun with the same options
+recomputes only the targets it had not finished.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import numpy as np
 
 from probe.analysis import probe_controls as pc
 from probe.analysis import targets as tg
+from probe.analysis.checkpoint import Checkpoint, pack_arrays, run_fingerprint, unpack_arrays
 from probe.analysis.probes import CI_METHOD, DEFAULT_CS, KINDS, probe_layers
 from probe.analysis.self_correction import self_correction_rates
 from probe.io import atomic_write_bytes, atomic_write_json
@@ -33,16 +40,32 @@ def run_probes(run_dir: Path, targets: list[str] | None = None,
 
     run_dir = Path(run_dir)
     rows = tg.read_rows(run_dir / "generations.jsonl")
-    store = store if store is not None else tg.open_store(run_dir)
+    given = store is not None
+    store = store if given else tg.open_store(run_dir)
     available = set(tg.key_index(store.rows, position))
     names = targets or tg.default_target_names(rows)
     built = [tg.build_target(name, rows, available) for name in names]
     start = time.perf_counter()
+    ckpt = None if given else Checkpoint(run_dir, "probes", {
+        "--target": names, "--kind": list(kinds), "--layer": layers, "--seed": seed,
+        "--position": position, "n_splits": n_splits, "n_draws": n_draws,
+        "run rows (generations.jsonl sha256)": run_fingerprint(run_dir),
+        "activations (index.json sha256)": _index_fingerprint(run_dir)}, progress)
     directions: dict[str, np.ndarray] = {}
     best: dict[str, dict[str, Any]] = {}
-    records = probe_layers(store, rows, built, layers, kinds=kinds, n_splits=n_splits,
-                           seed=seed, progress=progress, directions_out=directions,
-                           position=position, n_draws=n_draws, best_out=best)
+    records: list[dict[str, Any]] = []
+    try:
+        for target in built:
+            def one(target: tg.Target = target) -> dict[str, Any]:
+                return _probe_target(store, rows, target, layers, kinds, n_splits, seed,
+                                     position, n_draws, progress)
+            done = one() if ckpt is None else ckpt.unit(target.name, one)
+            records += done["records"]
+            best.update(done["best"])
+            directions.update({k: unpack_arrays(v)[0] for k, v in done["directions"].items()})
+    finally:
+        if ckpt is not None:
+            ckpt.close()
     result: dict[str, Any] = {
         "meta": {"kinds": list(kinds), "seed": seed, "n_splits": n_splits, "position": position,
                  "cs": list(DEFAULT_CS),
@@ -64,7 +87,30 @@ def run_probes(run_dir: Path, targets: list[str] | None = None,
     if directions:
         atomic_write_bytes(run_dir / DIRECTIONS_FILE,
                            save({k: v.astype(np.float32) for k, v in directions.items()}))
+    if ckpt is not None:
+        ckpt.finish()
     return result
+
+
+def _probe_target(store: Any, rows: list[dict[str, Any]], target: tg.Target,
+                  layers: list[int] | None, kinds: tuple[str, ...], n_splits: int, seed: int,
+                  position: int, n_draws: int, progress: bool) -> dict[str, Any]:
+    """One target's per-layer records, nested best layers and directions (arrays packed
+    exactly, so a resumed run reads back the numbers an uninterrupted one computes)."""
+    directions: dict[str, np.ndarray] = {}
+    best: dict[str, dict[str, Any]] = {}
+    records = probe_layers(store, rows, [target], layers, kinds=kinds, n_splits=n_splits,
+                           seed=seed, progress=progress, directions_out=directions,
+                           position=position, n_draws=n_draws, best_out=best)
+    return {"records": records, "best": best,
+            "directions": {k: pack_arrays([v]) for k, v in directions.items()}}
+
+
+def _index_fingerprint(run_dir: Path) -> str | None:
+    from probe.io import sha256_file
+
+    index = run_dir / "activations" / "index.json"
+    return sha256_file(index) if index.is_file() else None
 
 
 # Settings under which two probes.json results are comparable and may share a file.
