@@ -32,24 +32,28 @@ def _captured(loaded, texts, k, batch_size):
     return {n: torch.cat(ts) for n, ts in out.items()}
 
 
-def _check_against_references(loaded, k=2):
+def _check_against_references(loaded, k=2, tol=1e-4):
+    """``tol`` bounds batched vs one-at-a-time and vs the references: left padding and
+    batch size change the matmul shapes, so float32 rounding differs; over 30 real layers it
+    reaches ~2e-4 (seen on this CPU with the session start's code too), far below any real
+    defect (a wrong mask or position moves activations by O(1))."""
     texts = _texts(loaded)
     batched = _captured(loaded, texts, k, batch_size=len(texts))
     single = _captured(loaded, texts, k, batch_size=1)
     for name in batched:
-        torch.testing.assert_close(batched[name], single[name], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(batched[name], single[name], atol=tol, rtol=tol)
     for i, text in enumerate(texts):
         ids = torch.tensor([loaded.tokenizer(text, add_special_tokens=False).input_ids])
         _, cache = loaded.bridge.run_with_cache(ids, names_filter=lambda n: n in batched)
         hidden = loaded.hf_model(input_ids=ids, output_hidden_states=True).hidden_states
         for name in batched:
-            torch.testing.assert_close(batched[name][i], cache[name][0, -k:], atol=1e-4,
-                                       rtol=1e-4)
+            torch.testing.assert_close(batched[name][i], cache[name][0, -k:], atol=tol,
+                                       rtol=tol)
         torch.testing.assert_close(batched["hook_embed"][i], hidden[0][0, -k:])
         # HF's last hidden state is taken after the final norm, so compare the others.
         for layer in range(loaded.n_layers - 1):
             torch.testing.assert_close(batched[f"blocks.{layer}.hook_resid_post"][i],
-                                       hidden[layer + 1][0, -k:], atol=1e-4, rtol=1e-4)
+                                       hidden[layer + 1][0, -k:], atol=tol, rtol=tol)
 
 
 def test_capture_matches_run_with_cache_and_hidden_states(tiny):
@@ -100,7 +104,7 @@ def test_study_shards_hold_the_prompts_activations(tiny, data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_real_model_capture_matches_references(real_model):
-    _check_against_references(real_model, k=1)
+    _check_against_references(real_model, k=1, tol=1e-3)
 
 
 def test_rows_per_shard_option(tiny, data_dir, tmp_path):
