@@ -120,7 +120,8 @@ def test_steering_readout_at_alpha_zero_is_the_runs(tmp_path: Path, mode: str) -
 
 @pytest.mark.slow
 def test_alpha_zero_on_the_real_model(tmp_path: Path, real_model: LoadedModel) -> None:
-    run_dir = make_run(tmp_path, real_model, per_cell=1, model="smollm2-135m")
+    # two templates: each half is steered with the direction fitted on the other
+    run_dir = make_run(tmp_path, real_model, per_cell=2, model="smollm2-135m")
     out = st.run_steering(str(run_dir), "instruct-1", layers=[15], alphas=[0.0],
                           loaded=real_model)
     assert out["meta"]["alpha0_matches_run"] is True
