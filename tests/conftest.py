@@ -47,3 +47,27 @@ def real_model():
     from probe.models import load_model
 
     return load_model()
+
+
+@pytest.fixture()
+def clean_registry():
+    """Conditions a test registers must not leak into other tests' default condition lists."""
+    from probe.conditions import CONDITIONS
+
+    before = dict(CONDITIONS)
+    yield
+    CONDITIONS.clear()
+    CONDITIONS.update(before)
+
+
+@pytest.fixture()
+def small_data(tmp_path: Path) -> Path:
+    """A small data dir: BBQ Age (one item per cell) and the real Winogender files."""
+    import shutil
+
+    from tests.conftest_data import bbq_cells, shared_data_dir, write_jsonl
+
+    root = tmp_path / "data"
+    write_jsonl(root / "bbq" / "Age.jsonl", bbq_cells("Age", 1))
+    shutil.copytree(shared_data_dir() / "winogender", root / "winogender")
+    return root

@@ -14,7 +14,6 @@ import torch
 from click.testing import CliRunner
 
 import probe
-from probe.conditions import CONDITIONS
 from tests.conftest import REPO
 
 OPTIONS = {"model": "tiny-random", "benchmarks": ["bbq"], "categories": ["Age", "Religion"],
@@ -22,12 +21,7 @@ OPTIONS = {"model": "tiny-random", "benchmarks": ["bbq"], "categories": ["Age", 
            "cache_acts": True, "act_positions": 2, "batch_size": 4}
 
 
-@pytest.fixture(autouse=True)
-def clean_registry():
-    before = dict(CONDITIONS)
-    yield
-    CONDITIONS.clear()
-    CONDITIONS.update(before)
+pytestmark = pytest.mark.usefixtures("clean_registry")
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.conftest_data import bbq_cells, bbq_row, shared_data_dir, write_jsonl
+from tests.conftest_data import bbq_cells, bbq_row, write_jsonl
 from tests.test_bad_input import invoke, run, user_error
 
 BINARY = bytes(range(255, -1, -1)) * 4  # every byte value, invalid UTF-8 from the start
@@ -27,11 +26,8 @@ LATIN1 = (json.dumps(bbq_row()) + "\n" + json.dumps(bbq_row(example_id=1, contex
 
 
 @pytest.fixture()
-def data(tmp_path: Path) -> Path:
-    root = tmp_path / "data"
-    write_jsonl(root / "bbq" / "Age.jsonl", bbq_cells("Age", 1))
-    shutil.copytree(shared_data_dir() / "winogender", root / "winogender")
-    return root
+def data(small_data: Path) -> Path:
+    return small_data
 
 
 def _age(data: Path) -> Path:

@@ -8,7 +8,6 @@ unless ``--debug``, and must leave what was already computed in place.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from probe.cli import cli
-from tests.conftest_data import bbq_cells, bbq_row, shared_data_dir, write_jsonl
+from tests.conftest_data import bbq_cells, bbq_row, write_jsonl
 
 
 def invoke(*args: str) -> Result:
@@ -43,12 +42,8 @@ def user_error(result: Result, *needles: str) -> str:
 
 
 @pytest.fixture()
-def data(tmp_path: Path) -> Path:
-    """A small data dir: BBQ Age (one item per cell) and the real Winogender files."""
-    root = tmp_path / "data"
-    write_jsonl(root / "bbq" / "Age.jsonl", bbq_cells("Age", 1))
-    shutil.copytree(shared_data_dir() / "winogender", root / "winogender")
-    return root
+def data(small_data: Path) -> Path:
+    return small_data
 
 
 def _age_lines(data: Path) -> list[str]:

@@ -51,13 +51,7 @@ CONDITIONS = [Condition("py-listed", "listed", "test", ("bbq",),
 """
 
 
-@pytest.fixture(autouse=True)
-def clean_registry():
-    """User conditions must not leak into other tests' default condition lists."""
-    before = dict(CONDITIONS)
-    yield
-    CONDITIONS.clear()
-    CONDITIONS.update(before)
+pytestmark = pytest.mark.usefixtures("clean_registry")
 
 
 def _file(tmp_path: Path, name: str, text: str) -> Path:
