@@ -19,11 +19,11 @@ _EXPORTS: dict[str, str] = {
     "probes": "probe.api", "patch": "probe.api", "steer": "probe.api", "lens": "probe.api",
     # Not "report", "compare", "plots": those names are submodules of the package.
     "plot_run": "probe.api", "write_report": "probe.api", "compare_runs": "probe.api",
-    "Run": "probe.opened_run", "ActivationCache": "probe.act_cache",
-    "RunConfig": "probe.config", "load_model": "probe.models",
-    "Condition": "probe.conditions", "PromptPlan": "probe.conditions",
-    "Turn": "probe.conditions", "register_condition": "probe.conditions",
-    "load_conditions_file": "probe.condition_files",
+    "Run": "probe.store.opened_run", "ActivationCache": "probe.store.act_cache",
+    "RunConfig": "probe.config", "load_model": "probe.engine.models",
+    "Condition": "probe.conditions.registry", "PromptPlan": "probe.conditions.registry",
+    "Turn": "probe.conditions.registry", "register_condition": "probe.conditions.registry",
+    "load_conditions_file": "probe.conditions.files",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -2,7 +2,7 @@
 
 Each function is what the matching ``probe`` command calls (the CLI only parses options and
 prints), so a notebook and the command line write the same files and get the same numbers.
-Every function takes a run folder or a :class:`~probe.opened_run.Run` and returns what it
+Every function takes a run folder or a :class:`~probe.store.opened_run.Run` and returns what it
 wrote (the JSON file's content, or a path). See docs/api.md.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from probe.config import RunConfig
-from probe.opened_run import Run
+from probe.store.opened_run import Run
 
 RunLike = str | Path | Run
 
@@ -43,11 +43,11 @@ def run_study(config: RunConfig | None = None, out: str | Path | None = None, *,
     Give a :class:`RunConfig` or its fields as keywords (``model=``, ``benchmarks=``,
     ``conditions=``, ``limit=`` items per category, ``cache_acts=``...). ``data_dir``
     defaults to ``$PROBE_DATA_DIR`` or ``./data`` as on the command line. ``loaded`` reuses
-    a model from :func:`probe.models.load_model`. ``run.reports`` says what data loaded.
+    a model from :func:`probe.engine.models.load_model`. ``run.reports`` says what data loaded.
     """
     from probe.data.registry import default_data_dir
+    from probe.engine.study import run_study as study
     from probe.errors import ConfigError
-    from probe.study import run_study as study
 
     if config is not None and options:
         raise ConfigError("give a RunConfig or keyword options, not both")
@@ -95,7 +95,7 @@ def probes_and_directions(run: RunLike, targets: Sequence[str] | None = None,
     from probe.analysis.directions import compute_directions, paired_rows, plot_cosines
     from probe.analysis.probe_plots import plot_probes
     from probe.analysis.probe_run import KINDS, run_probes
-    from probe.runlock import run_lock
+    from probe.store.runlock import run_lock
 
     path = _path(run)
     with run_lock(path, "probes"):  # one writer: probes.json, directions, plots
@@ -158,7 +158,7 @@ def lens(run: RunLike, instructions: Sequence[str] | None = None, *, limit: int 
 
 def plot_run(run: RunLike) -> list[Path]:
     """(Re)draw the output-study figures, as ``probe plots``; their paths."""
-    from probe import plots
+    from probe.presentation import plots
 
     return plots.plot_run(_path(run))
 
@@ -166,7 +166,7 @@ def plot_run(run: RunLike) -> list[Path]:
 def write_report(run: RunLike, redraw: bool = True) -> Path:
     """Write report.html (redrawing the output-study figures first), as ``probe report``;
     its path."""
-    from probe import report
+    from probe.presentation import report
 
     if redraw:
         plot_run(run)
@@ -177,7 +177,7 @@ def compare_runs(runs: Sequence[RunLike], sizes: dict[str, int] | None = None,
                  out: str | Path | None = None) -> dict[str, Any]:
     """Self-correction gain across runs, as ``probe compare``; writes compare.json etc. to
     ``out`` when given, and returns the comparison."""
-    from probe import compare
+    from probe.presentation import compare
 
     result = compare.compare_runs([_path(r) for r in runs], sizes or {})
     if out is not None:

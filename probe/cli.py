@@ -47,7 +47,7 @@ class ProbeGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, debug: bool, threads: int | None) -> None:
     """Moral self-correction, from outputs to internals."""
-    from probe.threads import apply_threads
+    from probe.engine.threads import apply_threads
 
     ctx.obj = {"debug": debug}
     # Here, not in each command: a model loads only after this, and its threads follow.

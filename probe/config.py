@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from probe.engine.models import DEFAULT_MODEL
 from probe.errors import ConfigError, UnknownNameError
-from probe.models import DEFAULT_MODEL
 
 # generate: greedy text, parsed. letter: log-prob of the option letter after "The answer is (".
 # text: mean log-prob per token of each option's text as the continuation.
@@ -17,7 +17,7 @@ BENCHMARK_NAMES = ("bbq", "winogender")
 @dataclass
 class RunConfig:
     """Everything that decides a run's numbers (and a few things that do not, see
-    :data:`probe.runs.RESUME_IGNORED`)."""
+    :data:`probe.store.runs.RESUME_IGNORED`)."""
 
     model: str = DEFAULT_MODEL
     benchmarks: list[str] = field(default_factory=lambda: list(BENCHMARK_NAMES))
@@ -43,10 +43,11 @@ class RunConfig:
     device_map: str | None = None  # e.g. "auto": one model over several GPUs (accelerate)
     attention: str = "eager"  # "sdpa": fused attention kernel where no attention hook needs eager
     # "default": the chat template's own system prompt (if any); "none": no system block;
-    # any other text: that text as the system message (see probe.prompts).
+    # any other text: that text as the system message (see probe.conditions.prompts).
     system_prompt: str = "default"
     conditions_file: str | None = None  # user conditions (.py/.yaml/.json); see condition_files
-    # BBQ: score every cyclic order of the options and un-permute (see probe.counterbalance).
+    # BBQ: score every cyclic order of the options and un-permute
+    # (see probe.conditions.counterbalance).
     # None resolves to True in letter mode, False otherwise; run.json stores the resolved value.
     counterbalance: bool | None = None
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from probe.models import LoadedModel, bridge_from_hf, cache_root
+from probe.engine.models import LoadedModel, bridge_from_hf, cache_root
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"

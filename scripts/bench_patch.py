@@ -12,7 +12,7 @@ import json
 import torch
 
 from probe.bench.patch_cost import patch_cost
-from probe.models import load_model
+from probe.engine.models import load_model
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ def shard_argv(run_args: list[str], rank: int, world: int, local_rank: int, out:
 def shard_finished(folder: Path) -> bool:
     """Whether a shard's run folder records its generate stage as done."""
     from probe.errors import ProbeError
-    from probe.runs import RunFolder
+    from probe.store.runs import RunFolder
 
     try:
         return RunFolder.open(folder).stage_done("generate")
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     wait_for_shards(opts.out, world, started, opts.timeout, opts.poll)
     from probe.errors import ProbeError
-    from probe.merge import merge_runs
+    from probe.store.merge import merge_runs
 
     try:
         merged = merge_runs([shard_dir(opts.out, r) for r in range(world)], opts.out / "merged")

@@ -18,11 +18,11 @@ import click
 
 from probe.config import MODES, RunConfig
 from probe.data.registry import default_data_dir
+from probe.engine.models import DEFAULT_MODEL, load_model
+from probe.engine.study import run_study
 from probe.errors import ProbeError
-from probe.models import DEFAULT_MODEL, load_model
-from probe.plots import plot_run
-from probe.report import write_report
-from probe.study import run_study
+from probe.presentation.plots import plot_run
+from probe.presentation.report import write_report
 
 DEFAULT_CONDITIONS = ("baseline", "instruct-1", "negate-1")
 

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import click
 
-from probe.compare import compare_runs, format_compare, write_compare
 from probe.config import MODES, RunConfig
 from probe.data.registry import default_data_dir
+from probe.engine.models import DEFAULT_MODEL
+from probe.engine.study import run_study
 from probe.errors import ProbeError
-from probe.models import DEFAULT_MODEL
-from probe.plots import plot_run
-from probe.report import write_report
-from probe.study import run_study
+from probe.presentation.compare import compare_runs, format_compare, write_compare
+from probe.presentation.plots import plot_run
+from probe.presentation.report import write_report
 
 
 def model_list(values: tuple[str, ...]) -> list[str]:

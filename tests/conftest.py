@@ -9,7 +9,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # Every probe command the tests start uses one torch thread per core, whatever the
-# machine's load (probe.threads would otherwise choose by load average, and an in-process
+# machine's load (probe.engine.threads would otherwise choose by load average, and an in-process
 # command would leave its choice on the whole session): results never depend on load.
 os.environ.setdefault("PROBE_THREADS", str(os.cpu_count() or 1))
 
@@ -44,7 +44,7 @@ def tiny():
 @pytest.fixture(scope="session")
 def real_model():
     """The embedded SmolLM2-135M-Instruct, loaded once for the whole session."""
-    from probe.models import load_model
+    from probe.engine.models import load_model
 
     return load_model()
 
@@ -52,7 +52,7 @@ def real_model():
 @pytest.fixture()
 def clean_registry():
     """Conditions a test registers must not leak into other tests' default condition lists."""
-    from probe.conditions import CONDITIONS
+    from probe.conditions.registry import CONDITIONS
 
     before = dict(CONDITIONS)
     yield

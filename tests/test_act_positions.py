@@ -16,7 +16,7 @@ import torch
 
 from probe.activations import ActivationStore
 from probe.analysis.targets import key_index
-from probe.runs import RunFolder
+from probe.store.runs import RunFolder
 from tests.test_bad_data import data  # noqa: F401 - the fixture
 from tests.test_bad_input import run, user_error
 

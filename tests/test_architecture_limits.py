@@ -9,13 +9,13 @@ import copy
 import pytest
 import torch
 
-from probe.attention import needs_bridge_attention
+from probe.conditions.prompts import render
+from probe.engine.attention import needs_bridge_attention
+from probe.engine.hooks import Capture, resid_hook_names
+from probe.engine.inference import Engine
+from probe.engine.models import bridge_from_hf, load_model
+from probe.engine.tiny_families import FAMILIES, REFUSED, tiny_family_hf
 from probe.errors import ConfigError
-from probe.hooks import Capture, resid_hook_names
-from probe.inference import Engine
-from probe.models import bridge_from_hf, load_model
-from probe.prompts import render
-from probe.tiny_families import FAMILIES, REFUSED, tiny_family_hf
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,10 +1,10 @@
 """Every supported architecture family gives plain Hugging Face's numbers.
 
-Each family of :data:`probe.tiny_families.FAMILIES` is built twice from one random init: a
+Each family of :data:`probe.engine.tiny_families.FAMILIES` is built twice from one random init: a
 plain HF model (the reference, eager attention) and the same weights bridged. Generation,
 option scores in text and letter mode, cached residual streams and the patching identity
 must agree. Mistral, Phi-3, Qwen2/3 and Gemma-2 carry a sliding window shorter than the
-prompts, so the packed scoring's window (probe.packing) is exercised, not only defined.
+prompts, so the packed scoring's window (probe.engine.packing) is exercised, not only defined.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ import pytest
 import torch
 
 from probe.analysis import patching as pt
-from probe.conditions import LETTERS
-from probe.hooks import Capture, resid_hook_names
-from probe.inference import Engine
-from probe.models import LoadedModel, bridge_from_hf
-from probe.prompts import render
-from probe.scoring_modes import LETTER_PREFIX
-from probe.tiny_families import FAMILIES, WINDOW, tiny_family_hf
+from probe.conditions.prompts import render
+from probe.conditions.registry import LETTERS
+from probe.engine.hooks import Capture, resid_hook_names
+from probe.engine.inference import Engine
+from probe.engine.models import LoadedModel, bridge_from_hf
+from probe.engine.tiny_families import FAMILIES, WINDOW, tiny_family_hf
+from probe.scoring.modes import LETTER_PREFIX
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -178,7 +178,7 @@ def test_the_window_changes_the_scores(family: str, monkeypatch: pytest.MonkeyPa
     from HF's, so the equality above depends on the window being applied."""
     model, tokenizer = tiny_family_hf(family)
     p = Pair(family, copy.deepcopy(model), bridge_from_hf(f"tiny-{family}", model, tokenizer))
-    monkeypatch.setattr("probe.inference.model_attention_mask",
+    monkeypatch.setattr("probe.engine.inference.model_attention_mask",
                         lambda packed, config, dtype: packed.additive_mask(dtype))
     text = _prompts(p.loaded)[0]
     got = Engine(p.loaded).option_logprobs_batch([text], [TEXT_OPTIONS])[0]

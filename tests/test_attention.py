@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from probe.attention import needs_bridge_attention
+from probe.conditions.prompts import render
 from probe.config import RunConfig
+from probe.engine.attention import needs_bridge_attention
+from probe.engine.hooks import Capture, resid_hook_names
+from probe.engine.inference import Engine
 from probe.errors import ConfigError, UnknownNameError
-from probe.hooks import Capture, resid_hook_names
-from probe.inference import Engine
-from probe.prompts import render
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -174,7 +174,7 @@ def test_full_disk_keeps_finished_rows_and_resumes(data: Path, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import builtins
 
-    import probe.io
+    import probe.store.io
 
     budget = [2]  # two rows get written, the third append hits a full disk
 
@@ -182,7 +182,7 @@ def test_full_disk_keeps_finished_rows_and_resumes(data: Path, tmp_path: Path,
         real = builtins.open(file, mode, *args, **kwargs)  # noqa: SIM115 - caller closes
         return _FullDisk(real, budget) if "a" in mode else real
 
-    monkeypatch.setattr(probe.io, "open", fake_open, raising=False)
+    monkeypatch.setattr(probe.store.io, "open", fake_open, raising=False)
     out = tmp_path / "out"
     user_error(run(data, out, "--batch-size", "1"), "generations.jsonl", "No space left")
     lines = (out / "generations.jsonl").read_bytes().split(b"\n")

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from probe.activations import ActivationStore
+from probe.conditions.prompts import render
 from probe.config import RunConfig
+from probe.engine.hooks import STEPS_KEY, Capture
+from probe.engine.inference import Engine
+from probe.engine.study import run_study
 from probe.errors import ConfigError
-from probe.hooks import STEPS_KEY, Capture
-from probe.inference import Engine
-from probe.prompts import render
-from probe.study import run_study
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

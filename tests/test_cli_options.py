@@ -91,7 +91,7 @@ def test_analysis_limit_keeps_n_items_of_every_category(tmp_path: Path, tiny) ->
     ``probe run --limit 1`` picks), not the first item of the first category."""
     from probe.analysis import answers as ans
     from probe.config import RunConfig
-    from probe.study import load_items, run_study
+    from probe.engine.study import load_items, run_study
 
     data = tmp_path / "data"
     for cat in ("Age", "Religion"):

@@ -12,11 +12,11 @@ from click.testing import CliRunner
 from test_plots import make_run, metrics
 from test_report import patching, probes_json
 
-from probe import compare
 from probe.cli import ProbeGroup
 from probe.commands.report import compare_cmd
 from probe.errors import ConfigError
-from probe.runs import RunFolder
+from probe.presentation import compare
+from probe.store.runs import RunFolder
 
 
 def write_first_row(run: Path, prompt: str) -> None:

@@ -10,8 +10,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from probe.condition_files import load_conditions_file, register_run_conditions
-from probe.conditions import (
+from probe.conditions.files import load_conditions_file, register_run_conditions
+from probe.conditions.registry import (
     CONDITIONS,
     EXAMPLE_ITEMS,
     answer_prefix,
@@ -42,7 +42,7 @@ JSON = json.dumps({"conditions": [
      "turns": [{"user": "{question}", "assistant_prefix": "Let me think."},
                {"user": "So which is it?"}]}]}, indent=2)
 PYTHON = """\
-from probe.conditions import Condition, PromptPlan, Turn, question_text, register_condition
+from probe.conditions.registry import Condition, PromptPlan, Turn, question_text, register_condition
 
 register_condition(Condition("py-fair", "registered", "test", ("bbq",),
                              lambda item: PromptPlan((Turn(question_text(item) + "\\nBe fair."),))))
@@ -126,7 +126,7 @@ def test_bad_files_fail_in_one_line_naming_file_and_place(tmp_path: Path, name: 
 
 def _run(tmp_path: Path, tiny, conditions_file: Path, conditions: list[str],
          out: str = "run", **extra: object) -> Path:
-    from probe.study import run_study
+    from probe.engine.study import run_study
 
     data = tmp_path / "data"
     if not data.exists():
@@ -198,7 +198,7 @@ def test_default_conditions_are_built_in_and_the_files_only(tmp_path: Path, tiny
     """A condition registered earlier in the same process (a notebook) is not silently
     added to a run that did not ask for it; the file's conditions are; run.json says where
     each condition came from."""
-    from probe.conditions import Condition, PromptPlan, Turn, register_condition
+    from probe.conditions.registry import Condition, PromptPlan, Turn, register_condition
 
     register_condition(Condition("leftover", "", "", ("bbq",),
                                  lambda item: PromptPlan((Turn("x"),))))
@@ -213,7 +213,7 @@ def test_default_conditions_are_built_in_and_the_files_only(tmp_path: Path, tiny
 
 
 def test_shards_with_a_conditions_file_merge(tmp_path: Path, tiny) -> None:
-    from probe.merge import merge_runs
+    from probe.store.merge import merge_runs
 
     user = _file(tmp_path, "c.yaml", YAML)
     whole = _run(tmp_path, tiny, user, ["baseline", "be-fair"], out="whole")

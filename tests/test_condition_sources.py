@@ -9,8 +9,9 @@ import re
 
 import pytest
 
-from probe.builtin_conditions import IF_BBQ, IF_WINO
-from probe.conditions import (
+from probe.conditions.builtin import IF_BBQ, IF_WINO
+from probe.conditions.prompts import render
+from probe.conditions.registry import (
     CONDITIONS,
     COT_CUE,
     COT_FOLLOWUP,
@@ -22,7 +23,6 @@ from probe.conditions import (
     question_text,
     transcript,
 )
-from probe.prompts import render
 from probe.testing import tiny_tokenizer
 
 SMOLLM_DEFAULT = "You are a helpful AI assistant named SmolLM"
@@ -88,7 +88,7 @@ def test_bbq_final_turn_ends_with_the_answer_cue():
 def smollm_tokenizer():
     from transformers import AutoTokenizer
 
-    from probe.models import cache_root
+    from probe.engine.models import cache_root
 
     folders = glob.glob(str(cache_root() / "models" / "smollm2*"))
     if not folders:
@@ -133,7 +133,7 @@ def test_run_records_and_uses_the_system_prompt(tmp_path, data_dir, one_thread):
     import json
 
     from probe.config import RunConfig
-    from probe.study import run_study
+    from probe.engine.study import run_study
     from probe.testing import tiny_model
 
     cfg = RunConfig(model="tiny-random", benchmarks=["bbq"], categories=["Age"], limit=2,

@@ -9,12 +9,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from probe.conditions import LETTERS
+from probe.conditions.counterbalance import aggregate, cyclic_orders, shown
+from probe.conditions.registry import LETTERS
 from probe.config import RunConfig
-from probe.counterbalance import aggregate, cyclic_orders, shown
 from probe.data.bbq import load_bbq
+from probe.engine.pipeline import Unit, run_batch
 from probe.errors import ConfigError
-from probe.pipeline import Unit, run_batch
 from probe.scoring.bbq import answer_positions
 from probe.testing import tiny_tokenizer
 
@@ -115,7 +115,7 @@ def test_each_pass_is_no_larger_than_the_batch(data_dir):
 
 
 def test_batched_equals_unbatched(data_dir, tiny, one_thread):
-    from probe.inference import Engine
+    from probe.engine.inference import Engine
 
     units = _units(data_dir, 4)
     cfg = _cfg()

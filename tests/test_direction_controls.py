@@ -84,7 +84,7 @@ def test_winogender_rows_stay_out_of_a_bbq_direction(tmp_path):
 
 
 def test_report_shows_held_out_cosines_with_their_control(tmp_path):
-    from probe.report_analyses import directions_html
+    from probe.presentation.report_analyses import directions_html
 
     store, _ = fake_run(tmp_path)
     dr.compute_directions(tmp_path, "instruct-1", store=store)

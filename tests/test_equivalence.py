@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from probe.conditions import get_condition
-from probe.inference import Engine
-from probe.prompts import render
+from probe.conditions.prompts import render
+from probe.conditions.registry import get_condition
+from probe.engine.inference import Engine
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from test_plots import make_run
 
-from probe import compare
-from probe.report import write_report
+from probe.presentation import compare
+from probe.presentation.report import write_report
 from probe.scoring import bbq
 from probe.scoring.gains import describe_gain, paired_gain
 from probe.scoring.metrics import compute_metrics, format_table

@@ -1,6 +1,6 @@
 """A row far longer than the model's context is refused without tokenizing all of it.
 
-The bound (probe/lengths.py): a text of c characters has at least c / longest-token
+The bound (probe/engine/lengths.py): a text of c characters has at least c / longest-token
 tokens. Checked here: the bound never exceeds the true count, texts within the budget get
 their exact count, and a multi-megabyte context never reaches the tokenizer, in a plain
 condition and in one that generates a first turn (cot).
@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 
 from probe.config import RunConfig
-from probe.inference import Engine
-from probe.study import run_study
+from probe.engine.inference import Engine
+from probe.engine.study import run_study
 from tests.conftest_data import bbq_cells, bbq_row, shared_data_dir, write_jsonl
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_bound_is_below_the_true_count_and_exact_within_budget(tiny) -> None:
-    from probe.lengths import count_tokens, longest_token
+    from probe.engine.lengths import count_tokens, longest_token
 
     engine = Engine(tiny, 4)
     words = (shared_data_dir() / "bbq" / "Age.jsonl").read_text()[:20000].split()

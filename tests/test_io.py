@@ -1,4 +1,4 @@
-"""Crash-safety properties of probe.io: atomic writes, torn JSONL tails, streamed hashes."""
+"""Crash-safety properties of probe.store.io: atomic writes, torn JSONL tails, streamed hashes."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from probe import io
 from probe.errors import DataError, ProbeError
-from probe.io import (
+from probe.store import io
+from probe.store.io import (
     JsonlAppender,
     atomic_write_json,
     atomic_write_text,
@@ -159,7 +159,7 @@ def test_appender_failed_write_leaves_no_partial_line(tmp_path: Path) -> None:
 
 def test_sigkill_mid_append_loses_no_finished_row(tmp_path: Path) -> None:
     path = tmp_path / "g.jsonl"
-    code = ("import sys; from probe.io import JsonlAppender\n"
+    code = ("import sys; from probe.store.io import JsonlAppender\n"
             "with JsonlAppender(sys.argv[1], fsync_every=1000) as a:\n"
             "    i = 0\n"
             "    while True:\n"

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from probe import provenance as prov
 from probe.errors import ProbeError
+from probe.store import provenance as prov
 from tests.conftest import REPO
 
 
@@ -67,7 +67,7 @@ def test_unreachable_hub_fails_at_once_in_one_line(tmp_path: Path, data_dir: Pat
 
 
 def test_offline_mode_needs_no_network(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from probe.hub import check_hub_reachable
+    from probe.engine.hub import check_hub_reachable
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: pytest.fail("network"))

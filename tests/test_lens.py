@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from probe.analysis import answers as ans
 from probe.analysis import lens as ln
 from probe.analysis import readout as ro
-from probe.inference import Engine
-from probe.models import LoadedModel, load_model
+from probe.engine.inference import Engine
+from probe.engine.models import LoadedModel, load_model
 from tests.test_patching import make_run, sharp_model
 
 

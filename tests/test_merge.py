@@ -21,9 +21,9 @@ from probe.activations import ActivationStore
 from probe.cli import ProbeGroup
 from probe.commands.scale import merge_cmd
 from probe.config import RunConfig
+from probe.engine.study import run_study
 from probe.errors import ConfigError, DataError
-from probe.merge import merge_runs
-from probe.study import run_study
+from probe.store.merge import merge_runs
 
 REPO = Path(__file__).resolve().parents[1]
 N = 3

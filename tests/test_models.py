@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from probe.engine.inference import Engine
+from probe.engine.models import load_model, resolve_device
 from probe.errors import ConfigError, UnknownNameError
-from probe.inference import Engine
-from probe.models import load_model, resolve_device
 
 
 def test_local_folder_with_device_map_equals_plain_load(tmp_path):

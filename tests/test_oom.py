@@ -13,10 +13,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from probe import pipeline
 from probe.config import RunConfig
-from probe.inference import Engine
-from probe.study import run_study
+from probe.engine import pipeline
+from probe.engine.inference import Engine
+from probe.engine.study import run_study
 
 MAX_FIT = 2
 

@@ -17,14 +17,14 @@ from typing import Any
 
 import pytest
 
-import probe.inference
-from probe.conditions import LETTERS, get_condition
+import probe.engine.inference
+from probe.conditions.registry import LETTERS, get_condition
 from probe.config import RunConfig
+from probe.data.items import Item
 from probe.data.winogender import item_from_template
-from probe.inference import Engine
-from probe.items import Item
-from probe.pipeline import Unit, run_batch
-from probe.scoring_modes import mode_prefix
+from probe.engine.inference import Engine
+from probe.engine.pipeline import Unit, run_batch
+from probe.scoring.modes import mode_prefix
 from tests.tokenizer_families import FAMILIES, tiny_bridged, tokenizer_of
 
 BBQ = [
@@ -92,7 +92,7 @@ def _answers(item: Item, mode: str) -> list[str]:
 def _record(monkeypatch: pytest.MonkeyPatch, engine: Engine) -> dict[str, list[Any]]:
     """Spy on the ids that reach the model: packed prompts + option ids, generate inputs."""
     seen: dict[str, list[Any]] = {"packed": [], "generate": []}
-    pack = probe.inference.pack_options
+    pack = probe.engine.inference.pack_options
 
     def packing(prompt_ids: Any, mask: Any, conts: Any, pad_id: int) -> Any:
         rows = [prompt_ids[b][mask[b].bool()].tolist() for b in range(len(conts))]
@@ -106,7 +106,7 @@ def _record(monkeypatch: pytest.MonkeyPatch, engine: Engine) -> dict[str, list[A
                                  for b in range(len(input_ids))])
         return generate(*args, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
-    monkeypatch.setattr(probe.inference, "pack_options", packing)
+    monkeypatch.setattr(probe.engine.inference, "pack_options", packing)
     monkeypatch.setattr(engine.model, "generate", generating)
     return seen
 
@@ -144,7 +144,7 @@ def test_scored_tokens_are_the_natural_texts_tokens(engine, monkeypatch, mode, c
 def test_every_counterbalanced_order_is_scored_on_its_natural_tokens(engine, monkeypatch):
     """With counterbalancing every displayed order of a BBQ item has its own prompt; each
     packed row must be one view's natural text, and every view must be scored."""
-    from probe.pipeline import plan_views
+    from probe.engine.pipeline import plan_views
 
     cfg = RunConfig(model="tiny", mode="letter", counterbalance=True)
     units = [Unit(item, "baseline") for item in ITEMS]
@@ -167,8 +167,8 @@ def test_analyses_read_the_letters_the_letter_mode_scores(engine):
     """The logit lens, patching and steering read the letter ids after "The answer is (";
     a SentencePiece tokenizer spells a letter alone "▁a", but after "(" it is "a"."""
     from probe.analysis.answers import letter_token_ids
-    from probe.conditions import ANSWER_CUE
-    from probe.scoring_modes import LETTER_PREFIX
+    from probe.conditions.registry import ANSWER_CUE
+    from probe.scoring.modes import LETTER_PREFIX
 
     prompt = _ids(engine, ANSWER_CUE + LETTER_PREFIX)
     natural = [_ids(engine, ANSWER_CUE + LETTER_PREFIX + letter) for letter in LETTERS[:3]]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from probe.hooks import Capture, resid_hook_names
-from probe.inference import Engine
-from probe.packing import PAD, PROMPT, pack_options
-from probe.prompts import render
+from probe.conditions.prompts import render
+from probe.engine.hooks import Capture, resid_hook_names
+from probe.engine.inference import Engine
+from probe.engine.packing import PAD, PROMPT, pack_options
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -114,8 +114,8 @@ def test_window_counts_positions_not_columns():
 def test_mask_per_layer_type():
     from types import SimpleNamespace
 
+    from probe.engine.packing import model_attention_mask
     from probe.errors import ConfigError
-    from probe.packing import model_attention_mask
 
     prompt = torch.tensor([[5, 6, 7, 8]])
     p = pack_options(prompt, torch.ones_like(prompt), [[[11, 12], [13, 14]]], pad_id=0)

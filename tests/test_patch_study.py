@@ -12,13 +12,19 @@ import pytest
 from click.testing import CliRunner
 
 from probe.analysis import readout as ro
-from probe.models import LoadedModel
+from probe.engine.models import LoadedModel
 from tests.test_patching import make_run, sharp_model
 
 
 def _register_aligned() -> None:
     """Two test conditions whose instructions differ in one single-token word."""
-    from probe.conditions import Condition, PromptPlan, Turn, question_text, register_condition
+    from probe.conditions.registry import (
+        Condition,
+        PromptPlan,
+        Turn,
+        question_text,
+        register_condition,
+    )
 
     for name, word in (("test-unbiased", "unbiased"), ("test-grandson", "grandson")):
         register_condition(Condition(
@@ -99,7 +105,7 @@ def test_placebo_control_is_recorded_and_judged(tmp_path: Path) -> None:
     from probe.analysis import answers as ans
     from probe.analysis.patch_control import NOT_DISTINGUISHABLE
     from probe.analysis.patch_study import run_patching
-    from probe.report_where import patching_where
+    from probe.presentation.report_where import patching_where
 
     loaded = sharp_model()
     run_dir = make_run(tmp_path, loaded, mode="text",

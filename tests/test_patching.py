@@ -13,8 +13,8 @@ from probe.analysis import patch_study as ps
 from probe.analysis import patching as pt
 from probe.analysis import readout as ro
 from probe.config import RunConfig
-from probe.inference import Engine
-from probe.models import LoadedModel
+from probe.engine.inference import Engine
+from probe.engine.models import LoadedModel
 from tests.conftest_data import bbq_cells, write_jsonl
 
 
@@ -35,7 +35,7 @@ def make_run(tmp_path: Path, loaded: LoadedModel, mode: str = "letter",
              conditions: tuple[str, ...] = ("baseline", "instruct-1"), per_cell: int = 2,
              batch_size: int = 4, model: str = "tiny-random", **extra: object) -> Path:
     """A real run folder: a small BBQ data dir and `run_study` with ``loaded``."""
-    from probe.study import run_study
+    from probe.engine.study import run_study
 
     data = tmp_path / "data"
     write_jsonl(data / "bbq" / "Age.jsonl", bbq_cells("Age", per_cell=per_cell))

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from probe.conditions import EXAMPLE_ITEMS, conditions_for, get_condition
-from probe.placebo_conditions import alignment, placebo_text
+from probe.conditions.placebo import alignment, placebo_text
+from probe.conditions.registry import EXAMPLE_ITEMS, conditions_for, get_condition
 
 
 def test_placebos_are_registered_for_both_benchmarks() -> None:
@@ -39,7 +39,7 @@ def test_alignment_labels_and_differing_positions() -> None:
 @pytest.mark.slow
 def test_counterparts_align_for_the_embedded_model(real_model: Any, data_dir: Any) -> None:
     from probe.config import RunConfig
-    from probe.study import load_items
+    from probe.engine.study import load_items
 
     items, _ = load_items(RunConfig(benchmarks=["bbq"], data_dir=str(data_dir), limit=1))
     assert len({it.category for it in items}) >= 7

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from probe.models import LoadedModel
+from probe.engine.models import LoadedModel
 
 PLANT_AFTER = 1  # the planted vector enters the residual stream after block 1
 SCALE = 60.0
 
 
 def _letters(loaded: LoadedModel) -> list[int]:
-    from probe.inference import Engine
+    from probe.engine.inference import Engine
 
     conts = Engine(loaded).pack_batch(["x The answer is ("], [["a", "b", "c"]]).conts[0]
     return [c[0] for c in conts]
@@ -28,8 +28,8 @@ def validation_run(tmp_path: Path, loaded: LoadedModel, planted: bool) -> dict[s
     differ in one token; the run and its patching study, with or without the plant."""
     from probe.analysis.patch_study import run_patching
     from probe.config import RunConfig
-    from probe.planted import letter_direction, plant
-    from probe.study import run_study
+    from probe.engine.planted import letter_direction, plant
+    from probe.engine.study import run_study
     from tests.conftest_data import bbq_cells, write_jsonl
     from tests.test_patch_study import _register_aligned
 
@@ -65,7 +65,7 @@ def model() -> LoadedModel:
 
 
 def test_patching_names_the_planted_layer(tmp_path: Path, model: LoadedModel) -> None:
-    from probe.report_where import patching_where, resid_onset
+    from probe.presentation.report_where import patching_where, resid_onset
 
     res = validation_run(tmp_path, model, planted=True)
     assert res["meta"]["alignment"] == "aligned"
@@ -86,7 +86,7 @@ def test_patching_names_the_planted_layer(tmp_path: Path, model: LoadedModel) ->
 
 
 def test_nothing_is_found_without_the_plant(tmp_path: Path, model: LoadedModel) -> None:
-    from probe.report_where import patching_where
+    from probe.presentation.report_where import patching_where
 
     res = validation_run(tmp_path, model, planted=False)
     assert not res["metric"]["gap"]["reliable"]

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from probe import plots
-from probe.provenance import provenance
-from probe.runs import RunFolder
+from probe.presentation import plots
+from probe.store.provenance import provenance
+from probe.store.runs import RunFolder
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -10,8 +10,8 @@ import torch
 
 from probe.analysis import answers as ans
 from probe.analysis import readout as ro
-from probe.inference import Engine
-from probe.models import LoadedModel
+from probe.engine.inference import Engine
+from probe.engine.models import LoadedModel
 from tests.test_patching import make_run, sharp_model
 
 

@@ -11,10 +11,10 @@ import click
 from click.testing import CliRunner
 from test_plots import make_run, metrics
 
-from probe import analysis_summary as asum
-from probe import report
+from probe.analysis import summary as asum
 from probe.cli import ProbeGroup
 from probe.commands.report import plots_cmd, report_cmd
+from probe.presentation import report
 
 PIXEL = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
@@ -128,12 +128,12 @@ def test_report_and_plots_commands(tmp_path: Path) -> None:
 def test_end_to_end_on_a_tiny_run(tmp_path: Path, data_dir: Path, tiny) -> None:
     """A real run folder (tiny random model, one BBQ Age item): plots and report."""
     from probe.config import RunConfig
-    from probe.study import run_study
+    from probe.engine.study import run_study
 
     cfg = RunConfig(model="tiny-random", limit=1, data_dir=str(data_dir), categories=["Age"],
                     conditions=["baseline", "instruct-1"])
     run_study(cfg, tmp_path / "run", loaded=tiny)
-    from probe.plots import plot_run
+    from probe.presentation.plots import plot_run
 
     assert len(plot_run(tmp_path / "run")) == 6
     page = report.write_report(tmp_path / "run").read_text(encoding="utf-8")

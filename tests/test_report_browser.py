@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from probe import report
-from probe.plots import plot_run
+from probe.presentation import report
+from probe.presentation.plots import plot_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -55,7 +55,7 @@ def chromium(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def tiny_report(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, tiny) -> Path:
     """A report of a real run folder (tiny random model, two BBQ items per condition)."""
     from probe.config import RunConfig
-    from probe.study import run_study
+    from probe.engine.study import run_study
 
     run = tmp_path_factory.mktemp("browser") / "run"
     cfg = RunConfig(model="tiny-random", limit=2, data_dir=str(data_dir), categories=["Age"],

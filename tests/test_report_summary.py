@@ -12,10 +12,10 @@ from test_gains import bbq_rows
 from test_plots import make_run, metrics
 from test_report import patching, probes_json
 
-from probe import report, report_details, report_summary
-from probe.report_where import component_peak, resid_onset
-from probe.runs import RunFolder
+from probe.presentation import report, report_details, report_summary
+from probe.presentation.report_where import component_peak, resid_onset
 from probe.scoring.metrics import compute_metrics
+from probe.store.runs import RunFolder
 
 
 def gains_run(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
@@ -204,7 +204,7 @@ def steering(direction: dict[float, tuple[float, float, float]],
 
 
 def test_steering_summary_compares_with_the_random_direction() -> None:
-    from probe.report_where import steering_where
+    from probe.presentation.report_where import steering_where
 
     zero = (0.0, -0.1, 0.1)
     clear = steering_where(steering({0.0: zero, 4.0: (0.5, 0.4, 0.6), 8.0: (0.9, 0.8, 1.0)},

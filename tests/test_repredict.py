@@ -16,9 +16,9 @@ from click.testing import CliRunner
 
 from probe.cli import cli
 from probe.config import RunConfig
-from probe.io import read_jsonl
+from probe.engine.study import run_study
 from probe.scoring.repredict import answer_of, repredict
-from probe.study import run_study
+from probe.store.io import read_jsonl
 
 MODES = {"text": {}, "letter": {"counterbalance": True}, "generate": {"max_new_tokens": 4}}
 

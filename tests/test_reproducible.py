@@ -101,7 +101,7 @@ def test_local_model_folder_is_hashed(tmp_path: Path) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from probe.config import RunConfig
-    from probe.study import run_study
+    from probe.engine.study import run_study
     from probe.testing import tiny_tokenizer
 
     folder = tmp_path / "model"

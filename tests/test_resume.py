@@ -1,6 +1,6 @@
 """Resumable runs, proven by killing a real ``probe run`` process at exact points.
 
-Each scenario kills the process (``PROBE_FAULT``, see probe/faults.py), damages what a kill
+Each scenario kills the process (``PROBE_FAULT``, see probe/store/faults.py), damages what a kill
 can leave behind (a torn last line, a torn shard file), reruns the same command and checks
 the folder equals an uninterrupted run's: generations.jsonl, metrics.json, the activation
 index and every shard, byte for byte.
@@ -104,8 +104,8 @@ def finish_reference(proc: subprocess.Popen[str], out: Path) -> Path:
 def shard_filling_batch() -> int:
     """1-based number of the batch whose activations complete the first shard."""
     from probe.config import RunConfig
-    from probe.pipeline import plan_batches, plan_units
-    from probe.study import load_items
+    from probe.engine.pipeline import plan_batches, plan_units
+    from probe.engine.study import load_items
 
     cfg = RunConfig(model="tiny-random", data_dir=str(shared_data_dir()), limit=LIMIT,
                     conditions=["baseline", "instruct-1"], batch_size=BATCH)

@@ -1,6 +1,6 @@
 """One writer per run folder, with real processes.
 
-A ``probe run`` paused by a fault (SIGSTOP after its first batch, probe/faults.py) holds
+A ``probe run`` paused by a fault (SIGSTOP after its first batch, probe/store/faults.py) holds
 its folder; a second ``probe run``, ``score`` or ``report`` on that folder is refused with
 one line naming the holder, and the paused run then finishes with every key once. A run
 SIGKILLed mid-way leaves a stale lock file that the next run takes over.
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from probe.errors import ConfigError
-from probe.runlock import LOCK_NAME, FolderBusyError, run_lock
+from probe.store.runlock import LOCK_NAME, FolderBusyError, run_lock
 from tests.conftest import REPO
 from tests.conftest_data import bbq_cells, write_jsonl
 
@@ -114,7 +114,7 @@ def test_lock_is_released_on_error_and_reentrant(tmp_path: Path) -> None:
         raise ConfigError("boom")
     assert not folder.exists()  # created by the lock, left empty: removed again
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from probe.runlock import run_lock\n"
+        [sys.executable, "-c", "import sys, time; from probe.store.runlock import run_lock\n"
          "with run_lock(sys.argv[1], 'test'):\n print('held', flush=True); time.sleep(60)",
          str(folder)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from probe import provenance as prov
 from probe.errors import ConfigError, DataError, UnknownNameError
-from probe.io import JsonlAppender, read_json
-from probe.runs import SCHEMA_VERSION, RunFolder
+from probe.store import provenance as prov
+from probe.store.io import JsonlAppender, read_json
+from probe.store.runs import SCHEMA_VERSION, RunFolder
 
 MODEL: dict[str, Any] = {"name": "tiny", "dtype": "float32"}
 CONFIG: dict[str, Any] = {"model": MODEL, "conditions": ["baseline", "cot"], "seed": 0,

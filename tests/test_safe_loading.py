@@ -173,8 +173,8 @@ def test_pickle_weights_refused_unless_allowed(pickled_models: dict[str, Path],
     from click.testing import CliRunner
 
     from probe.cli import cli
+    from probe.engine.models import load_model
     from probe.errors import ConfigError
-    from probe.models import load_model
 
     with pytest.raises(ConfigError, match=r"only pickle weights \(pytorch_model\.bin\).*"
                                           r"--allow-pickle"):
@@ -191,8 +191,8 @@ def test_pickle_weights_refused_unless_allowed(pickled_models: dict[str, Path],
 
 
 def test_malicious_pickle_is_one_line_and_never_runs(pickled_models: dict[str, Path]) -> None:
+    from probe.engine.models import load_model
     from probe.errors import ConfigError, ProbeError
-    from probe.models import load_model
 
     with pytest.raises(ConfigError, match="only pickle weights"):
         load_model(str(pickled_models["evil"]))

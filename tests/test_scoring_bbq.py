@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from probe.data.bbq import item_from_bbq_row
-from probe.items import row_for
+from probe.data.items import row_for
 from probe.scoring.external import score_predictions
 from probe.scoring.metrics import compute_metrics, format_table
 from tests.conftest_data import bbq_row, shared_data_dir

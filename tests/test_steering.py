@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from probe.analysis import answers as ans
 from probe.analysis import steer_controls as sc
 from probe.analysis import steering as st
-from probe.inference import Engine
-from probe.models import LoadedModel, load_model
+from probe.engine.inference import Engine
+from probe.engine.models import LoadedModel, load_model
 from tests.test_patching import make_run
 
 
@@ -107,7 +107,7 @@ def test_steering_readout_at_alpha_zero_is_the_runs(tmp_path: Path, mode: str) -
         assert block["alpha0"]["mean"] == pytest.approx(block["run_stored"]["mean"], abs=1e-5)
     else:  # no stored scores: alpha 0 is the unhooked readout of the run's prompts
         from probe.analysis import answers as ans
-        from probe.inference import Engine
+        from probe.engine.inference import Engine
 
         run = ans.load_run(run_dir)
         engine = Engine(loaded)
@@ -143,7 +143,7 @@ def test_steering_adds_only_at_the_last_prompt_position() -> None:
 
 def test_steered_forward_differs_from_the_plain_one_only_at_the_last_position(
         tiny: LoadedModel) -> None:
-    from probe.hooks import Capture
+    from probe.engine.hooks import Capture
 
     engine = Engine(tiny, 2)
     hook = st.resid_hook(0)
@@ -191,7 +191,7 @@ def test_held_out_steering_with_a_random_band(tmp_path: Path, tiny: LoadedModel,
 
 def test_report_says_when_the_steered_value_is_inside_the_random_band(
         tmp_path: Path, tiny: LoadedModel) -> None:
-    from probe.report_where import steering_where
+    from probe.presentation.report_where import steering_where
 
     run_dir = make_run(tmp_path, tiny)
     out = st.run_steering(str(run_dir), "instruct-1", layers=[1], alphas=[0.0, 1.0],

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
+from probe.engine.threads import choose_threads
 from probe.errors import ConfigError
-from probe.threads import choose_threads
 from tests.conftest import REPO
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from probe.data.items import GENDERS, PRONOUN_FAMILIES
 from probe.data.winogender import load_winogender
 from probe.errors import ConfigError, DataError
-from probe.items import GENDERS, PRONOUN_FAMILIES
 from tests.conftest_data import shared_data_dir
 
 STATS = "occupation\tbergsma_pct_female\tbls_pct_female\tbls_year\n"

@@ -81,8 +81,8 @@ def smollm2() -> Any:
     """The embedded model's own tokenizer (skips the test where it is not installed)."""
     from transformers import AutoTokenizer
 
+    from probe.engine.models import embedded_dir
     from probe.errors import ProbeError
-    from probe.models import embedded_dir
 
     try:
         return AutoTokenizer.from_pretrained(embedded_dir())
@@ -101,7 +101,7 @@ def tiny_bridged(family: str, tokenizer: Any) -> Any:
     """A 1-layer random-weight Llama of the tokenizer's vocabulary, bridged."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from probe.models import bridge_from_hf
+    from probe.engine.models import bridge_from_hf
 
     config = AutoConfig.for_model(
         "llama", vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,

@@ -20,7 +20,7 @@ from probe.activations.layout import (
     layer_of,
 )
 from probe.errors import ConfigError, DataError, UnknownNameError
-from probe.io import read_json, sha256_file
+from probe.store.io import read_json, sha256_file
 
 
 class ActivationStore:

@@ -27,7 +27,7 @@ from probe.activations.layout import (
     shard_name,
 )
 from probe.errors import ConfigError, DataError, UnknownNameError
-from probe.io import (
+from probe.store.io import (
     atomic_write_bytes,
     atomic_write_json,
     dumps,

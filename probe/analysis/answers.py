@@ -2,7 +2,7 @@
 
 A run folder holds rows, not items, and a row lacks the option texts that re-rendering and
 re-scoring need; so :func:`load_run` reloads the run's items with its own config
-(:func:`probe.study.load_items`), keeps those the run has rows for, and checks every
+(:func:`probe.engine.study.load_items`), keeps those the run has rows for, and checks every
 re-rendered prompt against the prompt stored in the row: if the data or the chat template
 changed since the run, the analysis stops instead of silently measuring other prompts.
 
@@ -21,16 +21,16 @@ from typing import Any
 
 import numpy as np
 
-from probe.conditions import ANSWER_CUE, LETTERS, get_condition
+from probe.conditions.prompts import render
+from probe.conditions.registry import ANSWER_CUE, LETTERS, get_condition
 from probe.config import RunConfig
-from probe.continuation import option_token_ids, prompt_stem
+from probe.data.items import Item
+from probe.engine.continuation import option_token_ids, prompt_stem
+from probe.engine.models import LoadedModel, load_model
 from probe.errors import ConfigError, DataError
-from probe.items import Item
-from probe.models import LoadedModel, load_model
-from probe.prompts import render
-from probe.runs import RunFolder
+from probe.scoring.modes import LETTER_PREFIX, mode_prefix
 from probe.scoring.stats import bootstrap_ci
-from probe.scoring_modes import LETTER_PREFIX, mode_prefix
+from probe.store.runs import RunFolder
 
 BASELINE = "baseline"
 N_BOOT = 1000
@@ -63,8 +63,8 @@ def load_run(run_dir: str | Path, data_dir: str | Path | None = None,
     draws, which is the first N of any larger sample with the same seed, so it lies inside
     the run's items (``--limit`` means items per category in every command).
     """
-    from probe.condition_files import register_run_conditions
-    from probe.study import load_items
+    from probe.conditions.files import register_run_conditions
+    from probe.engine.study import load_items
 
     folder = RunFolder.open(run_dir)
     register_run_conditions(folder.path)
@@ -120,7 +120,7 @@ def answer_pair(row: dict[str, Any]) -> tuple[int, int] | None:
 
 def letter_token_ids(tokenizer: Any, n_options: int = 3) -> list[int]:
     """Token id of each option letter as it follows "The answer is (" (the tail of the
-    joint tokenization, as the letter mode scores it: see :mod:`probe.continuation`)."""
+    joint tokenization, as the letter mode scores it: see :mod:`probe.engine.continuation`)."""
     context = ANSWER_CUE + LETTER_PREFIX  # the letter's left context in every letter prompt
     prompt_ids, tails = option_token_ids(tokenizer, context, LETTERS[:n_options])
     full = tokenizer(context, add_special_tokens=False).input_ids

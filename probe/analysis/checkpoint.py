@@ -8,11 +8,11 @@ as an uninterrupted run's (everything but its ``seconds``), because every unit's
 stored exactly (arrays as their float64 bytes) and the units are the same batches in the same
 order. The file is deleted once the final JSON is written.
 
-Each line is appended and flushed whole (:class:`probe.io.JsonlAppender`): a kill leaves at
+Each line is appended and flushed whole (:class:`probe.store.io.JsonlAppender`): a kill leaves at
 most a torn last line, which is dropped on the next open, so a unit is in the file entirely or
 not at all. The first line records the options (and a fingerprint of the run's rows); a
 partial file written under other options is refused with a one-line error naming the option,
-rather than mixed in. The caller holds the run folder's lock (:mod:`probe.runlock`) for the
+rather than mixed in. The caller holds the run folder's lock (:mod:`probe.store.runlock`) for the
 whole analysis, so no second process appends to the same file.
 """
 
@@ -29,13 +29,13 @@ from typing import Any, TypeVar
 import numpy as np
 from tqdm import tqdm
 
-from probe import faults
 from probe.errors import ConfigError
-from probe.io import JsonlAppender, dumps, read_jsonl, sha256_file
+from probe.store import faults
+from probe.store.io import JsonlAppender, dumps, read_jsonl, sha256_file
 
 T = TypeVar("T")
 R = TypeVar("R")
-FAULT_POINT = "analysis-unit"  # probe/faults.py: a unit's line was appended
+FAULT_POINT = "analysis-unit"  # probe/store/faults.py: a unit's line was appended
 
 
 def pack_arrays(arrays: Sequence[np.ndarray]) -> dict[str, Any]:
@@ -112,7 +112,7 @@ class Checkpoint:
 
     def batches(self, fn: Callable[[list[T]], list[np.ndarray]], key_of: Callable[[T], str],
                 total: int, desc: str) -> Callable[[list[T]], list[np.ndarray]]:
-        """Wrap a batch function for :meth:`probe.inference.Engine.map_batches`: a batch
+        """Wrap a batch function for :meth:`probe.engine.inference.Engine.map_batches`: a batch
         already done (same members, hence the same padded forward pass) is read back."""
         bar = self.bar(total, desc)
 

@@ -30,9 +30,9 @@ import numpy as np
 from probe.analysis import targets as tg
 from probe.analysis.direction_controls import heldout_cosines
 from probe.errors import DataError
-from probe.io import atomic_write_bytes, atomic_write_json, read_json
-from probe.plots import pyplot, save_figure
-from probe.runlock import locks_run
+from probe.presentation.plots import pyplot, save_figure
+from probe.store.io import atomic_write_bytes, atomic_write_json, read_json
+from probe.store.runlock import locks_run
 
 BIAS_KINDS = ("diffmeans", "logreg")
 

@@ -27,12 +27,12 @@ import torch
 from probe.analysis import answers as ans
 from probe.analysis import readout as ro
 from probe.analysis.checkpoint import Checkpoint, run_fingerprint
+from probe.engine.hooks import HookFn, resid_hook_names
+from probe.engine.inference import Engine
+from probe.engine.models import LoadedModel
 from probe.errors import ConfigError, UnknownNameError
-from probe.hooks import HookFn, resid_hook_names
-from probe.inference import Engine
-from probe.models import LoadedModel
-from probe.plots import pyplot, save_figure
-from probe.runlock import locks_run
+from probe.presentation.plots import pyplot, save_figure
+from probe.store.runlock import locks_run
 
 
 def lens_logprobs(loaded: LoadedModel, resid: torch.Tensor) -> torch.Tensor:
@@ -108,8 +108,8 @@ def run_lens(run_dir: str, conditions: list[str] | None = None, limit: int | Non
              loaded: LoadedModel | None = None, data_dir: str | None = None
              ) -> dict[str, Any]:
     """Logit lens of every condition of a run; writes lens.json and plots/lens.png."""
-    from probe.io import atomic_write_json
     from probe.scoring.metrics import json_safe
+    from probe.store.io import atomic_write_json
 
     run = ans.load_run(run_dir, data_dir, limit)
     loaded = loaded or ans.load_run_model(run)

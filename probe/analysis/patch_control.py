@@ -1,7 +1,7 @@
 """The control of a patching study: does a placebo instruction move the readout as much?
 
 Patching localises the readout gap between an instruction and its counterpart. If a neutral
-instruction of the same frame and length (``placebo-k``, :mod:`probe.placebo_conditions`)
+instruction of the same frame and length (``placebo-k``, :mod:`probe.conditions.placebo`)
 moves the readout as far, the gap is about "an instruction was added", not about its content.
 So every study whose run has the matching placebo rows records, on the same items, the
 placebo's gap to the same counterpart and the paired difference instruction - placebo with a
@@ -18,7 +18,7 @@ import numpy as np
 
 from probe.analysis import answers as ans
 from probe.analysis import readout as ro
-from probe.inference import Engine
+from probe.engine.inference import Engine
 
 NOT_DISTINGUISHABLE = "not distinguishable from the control"
 

@@ -23,8 +23,8 @@ from probe.analysis.patching import (
     prompt_tokens,
     resid_hooks,
 )
+from probe.engine.inference import Engine
 from probe.errors import ConfigError
-from probe.inference import Engine
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from probe.plots import pyplot, save_figure
+from probe.presentation.plots import pyplot, save_figure
 
 
 def _block(cell: dict[str, Any], reliable: bool) -> dict[str, Any] | None:

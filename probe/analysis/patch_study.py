@@ -25,11 +25,11 @@ from probe.analysis import patch_plan as pp
 from probe.analysis import readout as ro
 from probe.analysis.checkpoint import Checkpoint, digest, run_fingerprint
 from probe.analysis.patching import Patch, patch_pairs, resid_hooks
+from probe.engine.inference import Engine
+from probe.engine.models import LoadedModel
 from probe.errors import ConfigError
-from probe.inference import Engine
-from probe.models import LoadedModel
-from probe.runlock import locks_run
 from probe.scoring.stats import bootstrap_ci
+from probe.store.runlock import locks_run
 
 THRESHOLD = 0.1  # nats: a smaller mean source-target gap makes the ratio meaningless
 
@@ -173,8 +173,8 @@ def run_patching(run_dir: str, source: str, target: str = ans.BASELINE,
     """
     from probe.analysis import patch_control as pc
     from probe.analysis.patch_plots import plot_patching
-    from probe.io import atomic_write_json
     from probe.scoring.metrics import json_safe
+    from probe.store.io import atomic_write_json
 
     run = ans.load_run(run_dir, data_dir, limit)
     loaded = loaded or ans.load_run_model(run)

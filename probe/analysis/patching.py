@@ -32,10 +32,10 @@ import torch
 
 from probe.analysis import readout as ro
 from probe.analysis.checkpoint import Checkpoint
+from probe.engine.hooks import HookFn
+from probe.engine.inference import Engine
+from probe.engine.packing import Packed, model_attention_mask
 from probe.errors import ConfigError
-from probe.hooks import HookFn
-from probe.inference import Engine
-from probe.packing import Packed, model_attention_mask
 
 MAX_ROWS = 64  # rows per patched pass (a batch repeated once per patch of the group)
 
@@ -148,7 +148,7 @@ def _group_hook(acts: torch.Tensor, g: int, start: int,
 def _forward(engine: Engine, packed: Packed, hooks: list[tuple[str, HookFn]], start: int = 0,
              cache: Any = None, keep_cache: bool = False) -> tuple[torch.Tensor, Any]:
     """Log-probs of packed rows from ``packed.first_read`` (as
-    :meth:`~probe.inference.Engine.packed_logprobs`), feeding only columns ``start:`` on top
+    :meth:`~probe.engine.inference.Engine.packed_logprobs`), feeding only columns ``start:`` on top
     of ``cache`` (the same rows' keys and values before ``start``)."""
     width = packed.input_ids.shape[1]
     full = model_attention_mask(packed, engine.model.config, engine.model.dtype)
@@ -166,7 +166,7 @@ def _forward(engine: Engine, packed: Packed, hooks: list[tuple[str, HookFn]], st
 def prefix_cache_ok(model: Any) -> bool:
     """Whether patched passes may reuse a cropped KV cache of the unpatched pass: not for
     sliding-window layers (their cache keeps only the window and cannot be cropped back),
-    nor for a model that reads its whole input on every call (:mod:`probe.planted`)."""
+    nor for a model that reads its whole input on every call (:mod:`probe.engine.planted`)."""
     config = model.config
     sliding = getattr(config, "sliding_window", None) or "sliding_attention" in (
         getattr(config, "layer_types", None) or ())

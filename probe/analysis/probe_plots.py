@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from probe.io import read_json
-from probe.plots import pyplot, save_figure
+from probe.presentation.plots import pyplot, save_figure
+from probe.store.io import read_json
 
 
 def plot_probes(probes_json: Path | dict[str, Any], out_png: Path) -> Path:

@@ -21,8 +21,8 @@ from probe.analysis import targets as tg
 from probe.analysis.checkpoint import Checkpoint, pack_arrays, run_fingerprint, unpack_arrays
 from probe.analysis.probes import CI_METHOD, DEFAULT_CS, KINDS, probe_layers
 from probe.analysis.self_correction import self_correction_rates
-from probe.io import atomic_write_bytes, atomic_write_json
-from probe.runlock import locks_run
+from probe.store.io import atomic_write_bytes, atomic_write_json
+from probe.store.runlock import locks_run
 
 
 @locks_run("probes")
@@ -107,7 +107,7 @@ def _probe_target(store: Any, rows: list[dict[str, Any]], target: tg.Target,
 
 
 def _index_fingerprint(run_dir: Path) -> str | None:
-    from probe.io import sha256_file
+    from probe.store.io import sha256_file
 
     index = run_dir / "activations" / "index.json"
     return sha256_file(index) if index.is_file() else None

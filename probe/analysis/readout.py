@@ -2,8 +2,8 @@
 
 Patching, the logit lens and steering explain one number per item, and it is the number the
 run scored, not a proxy: the run's prompt (as stored in its row) runs through the same packed
-prompt+options pass that ``probe run`` scored (:meth:`probe.inference.Engine.pack_batch`,
-:meth:`~probe.inference.Engine.packed_logprobs`), and the readout is
+prompt+options pass that ``probe run`` scored (:meth:`probe.engine.inference.Engine.pack_batch`,
+:meth:`~probe.engine.inference.Engine.packed_logprobs`), and the readout is
 
 - ``text``: mean log-prob per token of the unbiased option's text minus that of the biased
   option's text (the run's ``option_scores`` difference);
@@ -27,14 +27,14 @@ import numpy as np
 import torch
 
 from probe.analysis import answers as ans
-from probe.conditions import get_condition, question_text
+from probe.conditions.prompts import render
+from probe.conditions.registry import get_condition, question_text
+from probe.data.items import Item
+from probe.engine.hooks import HookFn
+from probe.engine.inference import Engine
+from probe.engine.packing import Packed
 from probe.errors import DataError
-from probe.hooks import HookFn
-from probe.inference import Engine
-from probe.items import Item
-from probe.packing import Packed
-from probe.prompts import render
-from probe.scoring_modes import mode_prefix, option_texts
+from probe.scoring.modes import mode_prefix, option_texts
 
 MODES = ("text", "letter", "generate")
 DEFINITIONS = {
@@ -72,7 +72,8 @@ def item_queries(run: ans.RunData, engine: Engine, item: Item, condition: str
                  ) -> list[Query]:
     """The readout queries of one item under one condition: one per displayed option order
     the run scored (every cyclic order when it counterbalanced BBQ options, see
-    :mod:`probe.counterbalance`), else just the row's own. Empty: no row or no answer pair.
+    :mod:`probe.conditions.counterbalance`), else just the row's own. Empty: no row or no
+    answer pair.
 
     With counterbalancing the run's score of an option is its log-softmax over the options,
     averaged over the orders; a difference of two options' log-softmaxes is the difference
@@ -83,7 +84,7 @@ def item_queries(run: ans.RunData, engine: Engine, item: Item, condition: str
     pair = None if row is None else ans.answer_pair(row)
     if row is None or pair is None:
         return []
-    from probe.counterbalance import META_KEY, shown
+    from probe.conditions.counterbalance import META_KEY, shown
 
     first = _view_query(run, engine, item, condition, row, pair, tuple(range(len(item.options))))
     balance = (row.get("meta") or {}).get(META_KEY)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from probe.inference import Engine
+from probe.engine.inference import Engine
 
 N_RANDOM = 20
 DEFAULT_ALPHAS = [-2.0, -1.0, -0.5, 0.0, 0.25, 0.5, 1.0, 2.0]

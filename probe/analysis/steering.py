@@ -9,7 +9,7 @@ prompt token; :mod:`probe.analysis.steer_controls`). Templates are split in two 
 each half is steered with the other half's direction (held out). The control is a band of
 ``n_random`` norm-matched random directions at the same layer, alpha and position.
 
-The baseline is re-scored by the study's own batch step (:func:`probe.pipeline.run_batch`,
+The baseline is re-scored by the study's own batch step (:func:`probe.engine.pipeline.run_batch`,
 the run's mode, batches and config) inside the hook context, so alpha = 0 (no hook)
 reproduces the run's rows exactly; it is run once and shared by every layer.
 """
@@ -30,13 +30,13 @@ from probe.analysis import answers as ans
 from probe.analysis import readout as ro
 from probe.analysis import steer_controls as sc
 from probe.analysis.checkpoint import Checkpoint, run_fingerprint
+from probe.engine.hooks import Capture, HookFn
+from probe.engine.inference import Engine
+from probe.engine.models import LoadedModel
+from probe.engine.pipeline import Unit, plan_batches, run_batch
 from probe.errors import ConfigError
-from probe.hooks import Capture, HookFn
-from probe.inference import Engine
-from probe.models import LoadedModel
-from probe.pipeline import Unit, plan_batches, run_batch
-from probe.plots import pyplot, save_figure
-from probe.runlock import locks_run
+from probe.presentation.plots import pyplot, save_figure
+from probe.store.runlock import locks_run
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +189,8 @@ def run_steering(run_dir: str, instruction: str, layers: list[int] | None = None
                  n_random: int = sc.N_RANDOM) -> dict[str, Any]:
     """Bias score and readout of the steered baseline per layer and alpha, on held-out
     templates, against a band of norm-matched random directions (module doc)."""
-    from probe.io import atomic_write_json
     from probe.scoring.metrics import json_safe
+    from probe.store.io import atomic_write_json
 
     run = ans.load_run(run_dir, data_dir, limit)
     loaded = loaded or ans.load_run_model(run)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from probe.errors import ConfigError, DataError, UnknownNameError
-from probe.io import read_jsonl_numbered
+from probe.store.io import read_jsonl_numbered
 
 Key = tuple[str, str]
 BASELINE = "baseline"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from probe.models import DEFAULT_MODEL
+from probe.engine.models import DEFAULT_MODEL
 
 TARGETS = {"probe generate": 0.8, "probe generate + capture": 0.7, "probe letter": 0.9,
            "probe letter + capture": 0.7, "probe text": 0.9}

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
+from probe.engine.models import LoadedModel, resolve_dtype
 from probe.errors import ConfigError
-from probe.models import LoadedModel, resolve_dtype
 
 BBQ_OFFICIAL_ITEMS = 58_492  # all 11 categories of the published BBQ (Parrish et al. 2022)
 
@@ -86,9 +86,9 @@ def project_study(loaded: LoadedModel, data_dir: str, conditions: list[str],
     as a run renders them; the total is items x the sum of per-condition mean lengths.
     """
     from probe.analysis.answers import final_prompt
-    from probe.conditions import get_condition
+    from probe.conditions.registry import get_condition
     from probe.data.bbq import load_bbq
-    from probe.scoring_modes import mode_prefix
+    from probe.scoring.modes import mode_prefix
 
     items, _ = load_bbq(Path(data_dir))
     chosen = random.Random(seed).sample(items, min(sample, len(items)))

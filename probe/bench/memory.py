@@ -80,8 +80,8 @@ def study_child(spec: dict[str, Any]) -> None:
 
     from probe.bench.models import shape_model
     from probe.config import RunConfig
-    from probe.models import load_model
-    from probe.study import run_study
+    from probe.engine.models import load_model
+    from probe.engine.study import run_study
 
     cfg = BenchConfig(**spec)
     if cfg.threads:

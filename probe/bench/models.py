@@ -11,8 +11,8 @@ from typing import Any
 import torch
 
 from probe.bench.config import SHAPES
+from probe.engine.models import DEFAULT_MODEL, LoadedModel
 from probe.errors import ConfigError
-from probe.models import DEFAULT_MODEL, LoadedModel
 
 
 def shape_config(shape: str, vocab_size: int, bos: int | None = None,
@@ -31,7 +31,7 @@ def shape_model(shape: str, device: str, dtype: str, force: bool) -> LoadedModel
     the embedded model's tokenizer (so its vocabulary: 49152 tokens, not Llama's 32000)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from probe.models import _converted_dir, bridge_from_hf, embedded_gguf, resolve_dtype
+    from probe.engine.models import _converted_dir, bridge_from_hf, embedded_gguf, resolve_dtype
 
     if not device.startswith("cuda") and not force:
         raise ConfigError(f"--shape {shape} builds a ~7B-parameter model (about 14 GB in "
@@ -78,11 +78,11 @@ class Prompts:
 
 def bench_prompts(loaded: LoadedModel, data_dir: str, n_items: int) -> Prompts:
     """``n_items`` BBQ items (spread over categories) under the baseline condition."""
-    from probe.conditions import get_condition
-    from probe.continuation import prompt_stem
+    from probe.conditions.prompts import render
+    from probe.conditions.registry import get_condition
     from probe.data.bbq import CATEGORIES, load_bbq
-    from probe.prompts import render
-    from probe.scoring_modes import mode_prefix, option_texts
+    from probe.engine.continuation import prompt_stem
+    from probe.scoring.modes import mode_prefix, option_texts
 
     items, _ = load_bbq(Path(data_dir), limit=max(1, math.ceil(n_items / len(CATEGORIES))))
     items = items[:n_items]

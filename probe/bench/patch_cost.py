@@ -16,9 +16,9 @@ from typing import Any
 
 from probe.analysis import readout as ro
 from probe.analysis.patching import Patch, PromptPair, _forward, patch_pairs, resid_hooks
+from probe.engine.inference import Engine
+from probe.engine.models import LoadedModel
 from probe.errors import ConfigError
-from probe.inference import Engine
-from probe.models import LoadedModel
 
 # Two prompts that differ by one word of one token each (checked): an aligned pair.
 PROMPT = ("I saw a grandson and their{w} last week outside the store. Who was not "

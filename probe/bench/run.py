@@ -17,7 +17,7 @@ from probe.bench.flops import forward_flops, matmul_tflops, project_study
 from probe.bench.memory import caching_memory, peak_memory
 from probe.bench.models import Prompts, bench_prompts, shape_model
 from probe.bench.tasks import Task, plan_rows
-from probe.models import LoadedModel
+from probe.engine.models import LoadedModel
 
 
 def measure(plan: list[tuple[Row, Task]], repeats: int, device: str, n_items: int) -> list[Row]:
@@ -79,7 +79,7 @@ def _meta(cfg: BenchConfig, loaded: LoadedModel, prompts: Prompts) -> dict[str, 
 
 def run_bench(cfg: BenchConfig, memory: bool = True) -> dict[str, Any]:
     """Measure every row (and the caching memory, unless ``memory`` is False)."""
-    from probe.models import load_model, resolve_device
+    from probe.engine.models import load_model, resolve_device
 
     cfg.device = resolve_device(cfg.device)
     if cfg.threads:

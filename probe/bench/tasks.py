@@ -9,7 +9,7 @@ import torch
 
 from probe.bench.config import TARGETS, BenchConfig, Row
 from probe.bench.models import Prompts, plain_copy
-from probe.models import LoadedModel
+from probe.engine.models import LoadedModel
 
 # probe with --attention sdpa; left out for models that only the bridge's attention serves.
 SDPA_ROWS = ("probe generate (sdpa)", "probe letter (sdpa)")
@@ -85,8 +85,8 @@ def _probe_task(engine: Any, texts: list[str], options: list[list[str]] | None,
 
 
 def plan_rows(loaded: LoadedModel, prompts: Prompts, cfg: BenchConfig) -> list[tuple[Row, Task]]:
-    from probe.hooks import Capture, resid_hook_names
-    from probe.inference import Engine
+    from probe.engine.hooks import Capture, resid_hook_names
+    from probe.engine.inference import Engine
 
     engine, fast = Engine(loaded, cfg.batch_size), _sdpa_engine(loaded, cfg.batch_size)
     eager, sdpa = plain_copy(loaded, "eager"), plain_copy(loaded, "sdpa")
@@ -119,8 +119,8 @@ def plan_rows(loaded: LoadedModel, prompts: Prompts, cfg: BenchConfig) -> list[t
 
 def _sdpa_engine(loaded: LoadedModel, batch_size: int) -> Any:
     """An engine with ``--attention sdpa``, or None where the model does not support it."""
+    from probe.engine.inference import Engine
     from probe.errors import ConfigError
-    from probe.inference import Engine
 
     try:
         return Engine(loaded, batch_size, attention="sdpa")

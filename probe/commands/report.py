@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from probe.compare import compare_runs, format_compare, parse_size, write_compare
 from probe.errors import ConfigError
+from probe.presentation.compare import compare_runs, format_compare, parse_size, write_compare
 
 RUN_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 

@@ -8,7 +8,7 @@ import click
 
 from probe.config import MODES, RunConfig
 from probe.data.registry import default_data_dir
-from probe.models import DEFAULT_MODEL
+from probe.engine.models import DEFAULT_MODEL
 
 
 @click.command("run")
@@ -94,10 +94,10 @@ def run_cmd(out: Path | None, data_dir: Path | None, benchmarks: tuple[str, ...]
 def conditions_cmd(benchmark: str | None, system_prompt: str, model: str | None,
                    conditions_file: str | None) -> None:
     """List the prompt conditions with their exact text, source and differences from it."""
-    from probe.conditions import CONDITIONS, EXAMPLE_ITEMS, describe
+    from probe.conditions.registry import CONDITIONS, EXAMPLE_ITEMS, describe
 
     if conditions_file is not None:
-        from probe.condition_files import load_conditions_file
+        from probe.conditions.files import load_conditions_file
 
         load_conditions_file(conditions_file)
     click.echo(f"system prompt: {_system_line(system_prompt)}\n")
@@ -126,15 +126,15 @@ def _system_line(system_prompt: str) -> str:
 
 
 def _tokenizer(model: str) -> object:
-    from probe.models import load_model
+    from probe.engine.models import load_model
 
     return load_model(model).tokenizer
 
 
 def _chat_example(tokenizer: object, plan: object, system_prompt: str) -> str:
     """The scored turn's exact text, earlier answers shown as the papers' placeholder."""
-    from probe.conditions import SAMPLE
-    from probe.prompts import render
+    from probe.conditions.prompts import render
+    from probe.conditions.registry import SAMPLE
 
     turns = plan.turns  # type: ignore[attr-defined]
     history = [(t.user, f"{t.assistant_prefix} {SAMPLE}".strip()) for t in turns[:-1]]

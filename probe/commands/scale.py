@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from probe.models import DEFAULT_MODEL
+from probe.engine.models import DEFAULT_MODEL
 
 
 @click.command("bench")
@@ -42,10 +42,10 @@ def bench_cmd(data_dir: Path | None, dtype: str | None, memory_limits: tuple[int
     """Throughput and memory of probe generation, caching and likelihoods vs plain HF."""
     from probe.bench import BenchConfig, run_bench
     from probe.bench.report import format_bench
-    from probe.conditions import get_condition
+    from probe.conditions.registry import get_condition
     from probe.data.registry import default_data_dir
     from probe.errors import ConfigError
-    from probe.io import atomic_write_json
+    from probe.store.io import atomic_write_json
 
     for name in ("n_items", "batch_size", "new_tokens", "repeats"):
         if opts[name] <= 0:
@@ -74,8 +74,8 @@ def bench_cmd(data_dir: Path | None, dtype: str | None, memory_limits: tuple[int
               help="New run folder for the merged run.")
 def merge_cmd(shard_dirs: tuple[Path, ...], out: Path) -> None:
     """Merge the run folders of `probe run --shard i/N` (all N of them) into one run."""
-    from probe.merge import merge_runs
     from probe.scoring.metrics import format_table
+    from probe.store.merge import merge_runs
 
     folder = merge_runs(list(shard_dirs), out)
     click.echo(format_table(json.loads(folder.metrics.read_text())))

@@ -5,7 +5,7 @@ stored evidence (:mod:`probe.scoring.repredict`: generated text, option scores,
 counterbalanced orders) and recompute ``metrics.json``; rows whose answer changed under the
 current rules are rewritten in ``generations.jsonl`` (atomically) and counted;
 given other JSONL files, score them as external BBQ predictions. A run folder of another
-schema version is refused (:func:`probe.runs.schema_error`): its rows mean something else.
+schema version is refused (:func:`probe.store.runs.schema_error`): its rows mean something else.
 A model run's ``generations.jsonl`` without its ``run.json`` is refused too, since nothing
 then says which schema its rows follow.
 """
@@ -20,12 +20,12 @@ import click
 from probe.config import MODES
 from probe.data.bbq import read_jsonl
 from probe.errors import ConfigError, DataError
-from probe.io import atomic_write_json, atomic_write_text, dumps, read_jsonl_numbered
-from probe.runlock import run_lock
-from probe.runs import RunFolder, unique_rows
 from probe.scoring.external import score_predictions
 from probe.scoring.metrics import compute_metrics, format_table
 from probe.scoring.repredict import repredict
+from probe.store.io import atomic_write_json, atomic_write_text, dumps, read_jsonl_numbered
+from probe.store.runlock import run_lock
+from probe.store.runs import RunFolder, unique_rows
 
 GENERATIONS = "generations.jsonl"
 # What scoring reads from a run's row, per benchmark (row fields, then meta fields): a row

@@ -1,4 +1,4 @@
-"""Load BBQ (official JSONL, one file per category) into :class:`probe.items.Item`.
+"""Load BBQ (official JSONL, one file per category) into :class:`probe.data.items.Item`.
 
 The biased answer of each item (``meta["target_index"]``) is derived as in the official
 BBQ analysis (``analysis_scripts/BBQ_results_metadata.R``): the non-unknown answer whose
@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from probe.data.items import Item
 from probe.data.registry import BBQ_CATEGORIES, LoadReport
 from probe.errors import ConfigError, DataError, UnknownNameError
-from probe.items import Item
 
 CATEGORIES = BBQ_CATEGORIES
 ANSWER_KEYS = ("ans0", "ans1", "ans2")

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from probe.data.items import Item
 from probe.errors import UnknownNameError
-from probe.items import Item
 
 DATA_DIR_ENV = "PROBE_DATA_DIR"
 

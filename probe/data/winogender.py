@@ -18,9 +18,9 @@ import random
 import re
 from pathlib import Path
 
+from probe.data.items import GENDERS, PRONOUN_FAMILIES, Item
 from probe.data.registry import LoadReport
 from probe.errors import ConfigError, DataError
-from probe.items import GENDERS, PRONOUN_FAMILIES, Item
 
 CASES = {"$NOM_PRONOUN": "nom", "$ACC_PRONOUN": "acc", "$POSS_PRONOUN": "poss"}
 SOMEONE = "someone"

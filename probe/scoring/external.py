@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from probe.data.bbq import _FIELDS, item_from_bbq_row, load_bbq, read_jsonl
+from probe.data.items import Item, row_for
 from probe.errors import ConfigError, DataError
-from probe.items import Item, row_for
 from probe.scoring.metrics import compute_metrics
 from probe.scoring.parse import parse_bbq_answer
 

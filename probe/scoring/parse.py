@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from probe.items import GENDERS, PRONOUN_FAMILIES
+from probe.data.items import GENDERS, PRONOUN_FAMILIES
 from probe.scoring.unknown import is_unknown_wording, mask_scopes, straighten, unknown_scopes
 
 _MARKER = re.compile(

@@ -14,11 +14,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from probe.conditions.counterbalance import META_KEY, aggregate
 from probe.config import MODES
-from probe.counterbalance import META_KEY, aggregate
+from probe.data.items import Item
 from probe.errors import DataError
-from probe.items import Item
-from probe.scoring_modes import pred_from_scores, pred_from_text
+from probe.scoring.modes import pred_from_scores, pred_from_text
 
 
 @dataclass(frozen=True)

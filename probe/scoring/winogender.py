@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from probe.items import GENDERS
+from probe.data.items import GENDERS
 from probe.scoring.stats import (
     SumStat,
     bootstrap_ci,

@@ -1,0 +1,2 @@
+"""Presentation: plots, the HTML report and comparisons across runs.
+"""

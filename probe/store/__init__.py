@@ -1,0 +1,2 @@
+"""Store: the run folder (run.json, rows, locks, provenance, merge) and views of what it holds.
+"""
