@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "open_run": "probe.api", "run_study": "probe.api", "score": "probe.api",
     "probes": "probe.api", "patch": "probe.api", "steer": "probe.api", "lens": "probe.api",
+    "superficial": "probe.api",
     # Not "report", "compare", "plots": those names are submodules of the package.
     "plot_run": "probe.api", "write_report": "probe.api", "compare_runs": "probe.api",
     "Run": "probe.store.opened_run", "ActivationCache": "probe.store.act_cache",

@@ -145,6 +145,23 @@ def steer(run: RunLike, instruction: str, *, layers: Sequence[int] | None = None
                         n_random=n_random)
 
 
+def superficial(run: RunLike, *, contrast: str = "anti", seed: int = 0, n_boot: int = 1000,
+                limit: int | None = None, data_dir: str | Path | None = None,
+                loaded: Any = None, controls: dict[str, str] | None = None,
+                causal_layers: Sequence[int] | None = None,
+                alphas: Sequence[float] | None = None, n_random: int = 20) -> dict[str, Any]:
+    """Concept directions, trajectories, the superficial test and shift alignment (and, with
+    ``causal_layers``, the causal check), as ``probe superficial``; returns
+    superficial.json's content."""
+    from probe.analysis.superficial.run import run_superficial
+
+    return run_superficial(str(_path(run)), contrast=contrast, seed=seed, n_boot=n_boot,
+                           limit=limit, data_dir=None if data_dir is None else str(data_dir),
+                           loaded=loaded, controls=controls,
+                           causal_layers=None if causal_layers is None else list(causal_layers),
+                           alphas=None if alphas is None else list(alphas), n_random=n_random)
+
+
 def lens(run: RunLike, instructions: Sequence[str] | None = None, *, limit: int | None = None,
          data_dir: str | Path | None = None, loaded: Any = None) -> dict[str, Any]:
     """Logit lens of the baseline and ``instructions`` (default: every condition), as

@@ -33,6 +33,10 @@ ANALYSES: dict[str, tuple[list[str], Callable[[Path], Any], str]] = {
               "steering"),
     "lens": ([], lambda run: probe.lens(run), "lens"),
     "probes": ([], lambda run: probe.probes(run, progress=False), "probes"),
+    "superficial": (["--causal-layers", "0,1", "--alphas", "-2,0,2", "--n-random", "2",
+                     "--n-boot", "200"],
+                    lambda run: probe.superficial(run, causal_layers=[0, 1], alphas=[-2, 0, 2],
+                                                  n_random=2, n_boot=200), "superficial"),
 }
 
 

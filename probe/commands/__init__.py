@@ -11,8 +11,9 @@ from probe.commands.report import compare_cmd, plots_cmd, report_cmd
 from probe.commands.run import conditions_cmd, run_cmd
 from probe.commands.scale import bench_cmd, merge_cmd
 from probe.commands.score import score
+from probe.commands.superficial import superficial
 
 COMMANDS: list[click.Command] = [
     run_cmd, conditions_cmd, score, data, probes, patch, steer, lens, plots_cmd, report_cmd,
-    compare_cmd, bench_cmd, merge_cmd,
+    compare_cmd, bench_cmd, merge_cmd, superficial,
 ]

@@ -45,6 +45,16 @@ CAPTIONS: dict[str, str] = {
                     "position, held-out templates): bias score vs alpha per layer; dashed and "
                     "shaded = median and 5-95% of norm-matched random directions.",
     "lens.png": "Logit lens: answer preference read out per layer.",
+    "superficial_trajectories.png": "Mean projection of each condition's (and cached review "
+                                    "round's) hidden states on the held-out concept direction "
+                                    "per layer and component, 95% template-bootstrap band; "
+                                    "right: the same rows' ambiguous bias score.",
+    "superficial_ratio.png": "Superficial test: internal change / behavioural change per "
+                             "layer (95% paired template-bootstrap CI); dashed = 0.5, the "
+                             "verdict threshold; n = paired items.",
+    "superficial_alignment.png": "Cosine of each condition's prompt-induced shift with the "
+                                 "concept direction per layer (95% CI); grey = random "
+                                 "directions (95%).",
 }
 # The main column fits a 1400 px window with room to spare; wide tables scroll inside
 # their own box instead of widening the page; long prompts wrap.

@@ -14,8 +14,9 @@ from typing import Any
 
 from probe.analysis.summary import patching_summary, peak_effect, read_analysis
 from probe.presentation.report_html import details, esc, fmt, table, with_ci, words
+from probe.presentation.report_superficial import superficial_html
 
-ANALYSES = ("probes", "directions", "patching", "steering", "lens")
+ANALYSES = ("probes", "directions", "patching", "steering", "lens", "superficial")
 LAYER_RE = re.compile(r"(?:blocks\.|resid_(?:pre|post|mid) |layer )(\d+)")
 
 
@@ -219,6 +220,8 @@ def analyses_section(run_path: Path) -> str:
         dedicated = (patching_html(data) if name == "patching" and isinstance(data, dict)
                      else probes_html(data) if name == "probes" and isinstance(data, dict)
                      else directions_html(data) if name == "directions"
+                     and isinstance(data, dict)
+                     else superficial_html(data) if name == "superficial"
                      and isinstance(data, dict)
                      else "")
         if not dedicated:
