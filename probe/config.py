@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from probe.engine.hooks import COMPONENTS
 from probe.engine.models import DEFAULT_MODEL
 from probe.errors import ConfigError, UnknownNameError
 
@@ -37,6 +38,9 @@ class RunConfig:
     act_steps: int = 0  # generate mode: also the first n generated tokens
     act_dtype: str = "float16"
     act_rows_per_shard: int = 256  # rows per activation file (memory holds up to two shards)
+    # What --cache-acts stores per block: resid (always), attn_out, mlp_out (see
+    # probe.engine.hooks.COMPONENTS). Runs from before the option lack the key: resid only.
+    cache_components: list[str] = field(default_factory=lambda: ["resid"])
     shard: str | None = None  # "i/N": this process runs the i-th of N item shards
     trust_remote_code: bool = False
     allow_pickle: bool = False  # model weights from pickle files (.bin) as well as safetensors
@@ -86,8 +90,24 @@ class RunConfig:
         if self.act_dtype not in ("float16", "bfloat16", "float32"):
             raise UnknownNameError("--act-dtype", self.act_dtype,
                                    ("float16", "bfloat16", "float32"))
+        self._check_components()
         self.shard_index()
         return self
+
+    def _check_components(self) -> None:
+        """``cache_components``: known names, resid among them, put in canonical order."""
+        for name in self.cache_components:
+            if name not in COMPONENTS:
+                raise UnknownNameError("--cache-components", name, COMPONENTS)
+        if len(set(self.cache_components)) != len(self.cache_components):
+            raise ConfigError(f"--cache-components names a component twice: "
+                              f"{','.join(self.cache_components)}")
+        if "resid" not in self.cache_components:
+            # Every analysis reads the residual stream; the others are stored beside it.
+            raise ConfigError("--cache-components must include resid (e.g. resid,attn_out)")
+        if self.cache_components != ["resid"] and not self.cache_acts:
+            raise ConfigError("--cache-components needs --cache-acts")
+        self.cache_components = [c for c in COMPONENTS if c in self.cache_components]
 
     def counterbalanced(self) -> bool:
         """Whether BBQ options are scored in every cyclic order (default: letter mode)."""

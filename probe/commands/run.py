@@ -35,13 +35,20 @@ from probe.engine.models import DEFAULT_MODEL
 @click.option("--max-new-tokens", type=int, default=24, show_default=True)
 @click.option("--reasoning-tokens", type=int, default=96, show_default=True,
               help="Token budget of the first turn of cot and review.")
-@click.option("--cache-acts", is_flag=True, help="Store residual-stream activations.")
+@click.option("--cache-acts", is_flag=True,
+              help="Store activations (residual stream; see --cache-components).")
 @click.option("--act-positions", type=int, default=1, show_default=True,
               help="Cache the last k prompt positions.")
 @click.option("--rows-per-shard", "act_rows_per_shard", type=int, default=256,
               show_default=True, help="Activation rows per shard file (bounds memory).")
 @click.option("--cache-steps", "act_steps", type=int, default=0, show_default=True,
               help="With --mode generate, also cache the first n generated tokens.")
+@click.option("--cache-components", default="resid", show_default=True,
+              callback=lambda ctx, param, value: [c.strip() for c in value.split(",")
+                                                  if c.strip()],
+              help="With --cache-acts, what to store per block, comma-separated: resid "
+                   "(hook_resid_post, and hook_embed), attn_out (hook_attn_out), mlp_out "
+                   "(hook_mlp_out).")
 @click.option("--shard", default=None, help="Run shard i of N items, as i/N (0-based).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub.")
 @click.option("--allow-pickle", is_flag=True,

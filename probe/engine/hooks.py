@@ -26,6 +26,21 @@ def resid_hook_names(n_layers: int, layers: Sequence[int] | None = None,
     return names + [f"blocks.{layer}.hook_resid_post" for layer in chosen]
 
 
+# What ``--cache-components`` may store per block, in this order: the residual stream after
+# the block, and the two outputs the block adds to it (attention, MLP).
+COMPONENTS = ("resid", "attn_out", "mlp_out")
+
+
+def cache_hook_names(n_layers: int, components: Sequence[str] = ("resid",)) -> list[str]:
+    """Hooks ``--cache-acts`` stores: :func:`resid_hook_names`, then each block's
+    ``hook_attn_out`` and/or ``hook_mlp_out`` when ``components`` names them."""
+    names = resid_hook_names(n_layers)
+    for kind in COMPONENTS[1:]:
+        if kind in components:
+            names += [f"blocks.{layer}.hook_{kind}" for layer in range(n_layers)]
+    return names
+
+
 @contextmanager
 def hooked(bridge: Any, fwd_hooks: Sequence[tuple[str, HookFn]]) -> Iterator[Any]:
     """Attach forward hooks for the duration of the block; they are removed on exit."""

@@ -22,7 +22,7 @@ from probe.conditions.registry import conditions_for, get_condition
 from probe.config import RunConfig
 from probe.data.items import Item
 from probe.data.registry import LoadReport, get_benchmark
-from probe.engine.hooks import STEPS_KEY, Capture, resid_hook_names
+from probe.engine.hooks import STEPS_KEY, Capture, cache_hook_names
 from probe.engine.inference import Engine
 from probe.engine.models import LoadedModel, load_model
 from probe.engine.pipeline import Unit, in_shard, plan_batches, plan_units, run_batch_safe
@@ -162,7 +162,7 @@ def _run_locked(cfg: RunConfig, out: Path, loaded: LoadedModel | None, condition
     batches = plan_batches(units, cfg.batch_size)
     writer = capture = None
     if cfg.cache_acts:
-        hooks = resid_hook_names(loaded.n_layers)
+        hooks = cache_hook_names(loaded.n_layers, cfg.cache_components)
         capture = Capture(hooks, cfg.act_positions, cfg.act_steps)
         # Shards are written in the background: the next batch runs while one is saved.
         writer = ShardWriter(folder.acts_dir, hooks, len(capture.positions), loaded.d_model,

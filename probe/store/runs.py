@@ -49,6 +49,10 @@ RESUME_IGNORED: frozenset[str] = frozenset(
      "data_dir", "device_map", "allow_pickle"}
 )
 
+# Config keys added after runs were written, with the value a run.json without them means;
+# a resume or merge compares that value (so such runs still resume under the default).
+ADDED_KEYS: dict[str, Any] = {"cache_components": ["resid"]}
+
 ANALYSIS_FILES: dict[str, str] = {
     "probes": "probes.json",
     "patching": "patching.json",
@@ -76,10 +80,11 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 def config_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Keys whose values differ, as {dotted key: (old, new)}; a missing side is ``None``.
 
-    Both sides go through JSON first, so a tuple equals the list it was stored as.
+    Both sides go through JSON first, so a tuple equals the list it was stored as; a key of
+    :data:`ADDED_KEYS` missing on a side reads as the value its absence means.
     """
-    a = _flatten(json.loads(json.dumps(to_jsonable(old))))
-    b = _flatten(json.loads(json.dumps(to_jsonable(new))))
+    a = _flatten(json.loads(json.dumps(to_jsonable({**ADDED_KEYS, **old}))))
+    b = _flatten(json.loads(json.dumps(to_jsonable({**ADDED_KEYS, **new}))))
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
