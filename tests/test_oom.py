@@ -77,7 +77,7 @@ def test_run_survives_oom_with_identical_results(tmp_path, monkeypatch, tiny, da
 
 
 def _fake_run_batch(limit: int, calls: list[list[int]], exc: type[Exception] = RuntimeError):
-    def fake(engine, units, cfg, capture):
+    def fake(engine, units, cfg, capture, rounds=0):
         calls.append(list(units))
         if len(units) > limit:
             raise exc("CUDA out of memory (simulated)")

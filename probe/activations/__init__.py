@@ -9,6 +9,14 @@ written ``rows_per_shard`` at a time as ``shard-00000.safetensors`` files, each 
 atomically and then listed with its sha256 in ``index.json`` (rewritten atomically). A shard
 is therefore either complete and indexed, or unindexed and deleted on resume.
 
+Runs with multi-turn conditions (``review``, ``cot``) keep a second store of the same format
+in ``rounds/`` (:data:`~probe.activations.layout.ROUNDS_DIR`): one row per multi-turn row,
+with the same hooks at position labels ``0 .. R-2``, label ``r`` being round ``r``'s answer
+position (the last prompt token before the model wrote round ``r``'s answer; the final
+round's is the main store's -1). Its rows carry ``n_rounds`` (the row's turns) and
+``rounds_ran`` (per label, False where that round's prompt was too long to generate from:
+its column holds zeros). Runs cached before rounds were stored have no ``rounds/``.
+
 Contract with the generation stage (``generations.jsonl``). Activations sit in memory until
 their shard is written, so after a crash generations.jsonl may hold rows whose activations
 were lost, and (if the crash fell between a shard write and the row append) a shard may

@@ -9,6 +9,9 @@ import torch
 
 SCHEMA_VERSION = 1
 INDEX = "index.json"
+# Sub-folder of a run's activations holding multi-turn rows' earlier rounds (a store of its
+# own: position label r is round r's answer position; see probe.engine.act_rows).
+ROUNDS_DIR = "rounds"
 DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
 }

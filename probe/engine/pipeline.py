@@ -22,6 +22,7 @@ from probe.engine.continuation import join_answer, prompt_stem
 from probe.engine.hooks import Capture
 from probe.engine.inference import Engine, is_oom
 from probe.engine.lengths import count_tokens
+from probe.engine.rounds import RoundAnswers, round_tensors
 from probe.scoring.modes import (
     answer_texts,
     mode_prefix,
@@ -77,9 +78,10 @@ def plan_batches(units: list[Unit], batch_size: int) -> list[list[Unit]]:
     return batches
 
 
-def _histories(engine: Engine, asked: list[tuple[str, Item]],
-               cfg: RunConfig) -> list[list[tuple[str, str]]]:
-    """Generate the answers to every turn before the scored one, per (condition, item)."""
+def _histories(engine: Engine, asked: list[tuple[str, Item]], cfg: RunConfig,
+               answers: RoundAnswers | None = None) -> list[list[tuple[str, str]]]:
+    """Generate the answers to every turn before the scored one, per (condition, item);
+    ``answers`` keeps the hooks at each turn's answer position (its last prompt token)."""
     plans = [get_condition(name).build(item) for name, item in asked]
     histories: list[list[tuple[str, str]]] = [[] for _ in asked]
     n_turns = max(len(p.turns) for p in plans)
@@ -92,8 +94,11 @@ def _histories(engine: Engine, asked: list[tuple[str, Item]],
         # holds it, is refused as too long in run_batch).
         room = engine.loaded.n_ctx - cfg.reasoning_tokens
         fits = [j for j, text in enumerate(texts) if count_tokens(engine, text, room)[0] <= room]
-        ran = engine.generate_batch([texts[j] for j in fits], cfg.reasoning_tokens) \
-            if fits else []
+        cap = answers.capture() if answers is not None and fits else None
+        ran = engine.generate_batch([texts[j] for j in fits], cfg.reasoning_tokens,
+                                    capture=cap) if fits else []
+        if answers is not None and cap is not None:
+            answers.record(t, [idx[j] for j in fits], cap)
         outs = [""] * len(texts)
         for j, out in zip(fits, ran, strict=True):
             outs[j] = out
@@ -133,22 +138,27 @@ def plan_views(units: list[Unit], cfg: RunConfig) -> list[View]:
     return views
 
 
-def run_batch(engine: Engine, units: list[Unit], cfg: RunConfig,
-              capture: Capture | None) -> tuple[list[GenerationRow], dict[str, torch.Tensor]]:
+def run_batch(engine: Engine, units: list[Unit], cfg: RunConfig, capture: Capture | None,
+              rounds: int = 0) -> tuple[list[GenerationRow], dict[str, torch.Tensor]]:
     """Score one batch; returns rows (in ``units`` order) and activations of the rows
     that ran (prompts too long for the model are refused, counted, and carry none).
 
     Activations come from the options' own order (the row's ``prompt``); the other orders
-    of a counterbalanced unit are scored in a second pass without capture.
+    of a counterbalanced unit are scored in a second pass without capture. With ``rounds``
+    (and ``capture``) they also hold the answer positions of each row's first ``rounds``
+    turns before the scored one (:mod:`probe.engine.rounds`).
     """
     views = plan_views(units, cfg)
     histories: list[list[tuple[str, str]]] = [[] for _ in views]
+    got: list[dict[int, dict[str, torch.Tensor]]] = [{} for _ in views]
     for order in dict.fromkeys(v.order for v in views):  # one pass per order, batch-sized
         idx = [j for j, v in enumerate(views) if v.order == order]
+        answers = RoundAnswers(capture.hook_names, len(idx)) if capture and rounds else None
         done = _histories(engine, [(units[views[j].unit].condition, views[j].item)
-                                   for j in idx], cfg)
-        for j, history in zip(idx, done, strict=True):
+                                   for j in idx], cfg, answers)
+        for k, (j, history) in enumerate(zip(idx, done, strict=True)):
             histories[j] = history
+            got[j] = answers.got[k] if answers is not None else {}
     finals, options, turns = [], [], []
     for view, history in zip(views, histories, strict=True):
         final = get_condition(units[view.unit].condition).build(view.item).final
@@ -182,6 +192,9 @@ def run_batch(engine: Engine, units: list[Unit], cfg: RunConfig,
         scores.update(zip(group, scs or [], strict=False))
         if cap is not None and group:
             acts = cap.take()
+            if rounds:
+                acts.update(round_tensors([got[j] for j in group], cap.hook_names, rounds,
+                                          engine.loaded.d_model))
     rows = []
     for u, unit in enumerate(units):
         mine = [j for j, v in enumerate(views) if v.unit == u]
@@ -228,8 +241,8 @@ def _score(engine: Engine, texts: list[str], options: list[list[str]], cfg: RunC
     return outputs, scores
 
 
-def run_batch_safe(engine: Engine, units: list[Unit], cfg: RunConfig, capture: Capture | None
-                   ) -> tuple[list[GenerationRow], dict[str, torch.Tensor]]:
+def run_batch_safe(engine: Engine, units: list[Unit], cfg: RunConfig, capture: Capture | None,
+                   rounds: int = 0) -> tuple[list[GenerationRow], dict[str, torch.Tensor]]:
     """:func:`run_batch` that survives out-of-memory by splitting the batch in halves.
 
     Rows and activations come back in ``units`` order, as from one call. The size that
@@ -239,9 +252,9 @@ def run_batch_safe(engine: Engine, units: list[Unit], cfg: RunConfig, capture: C
     size = max(1, engine.batch_size)
     if len(units) > size:
         parts = [units[i:i + size] for i in range(0, len(units), size)]
-        return _join([run_batch_safe(engine, part, cfg, capture) for part in parts])
+        return _join([run_batch_safe(engine, part, cfg, capture, rounds) for part in parts])
     try:
-        return run_batch(engine, units, cfg, capture)
+        return run_batch(engine, units, cfg, capture, rounds)
     except RuntimeError as err:
         if not is_oom(err) or len(units) == 1:
             raise
@@ -250,8 +263,8 @@ def run_batch_safe(engine: Engine, units: list[Unit], cfg: RunConfig, capture: C
         torch.cuda.empty_cache()
     half = (len(units) + 1) // 2
     engine.batch_size = half
-    return _join([run_batch_safe(engine, units[:half], cfg, capture),
-                  run_batch_safe(engine, units[half:], cfg, capture)])
+    return _join([run_batch_safe(engine, units[:half], cfg, capture, rounds),
+                  run_batch_safe(engine, units[half:], cfg, capture, rounds)])
 
 
 def _join(parts: list[tuple[list[GenerationRow], dict[str, torch.Tensor]]]

@@ -3,9 +3,10 @@
 Resumable by construction. A batch is the unit of work: its activations go to the shard
 writer, then its rows are appended to ``generations.jsonl``. On restart, a batch counts as
 done only if every row is in ``generations.jsonl`` (and, with ``cache_acts``, in a complete
-activation shard); rows of unfinished batches are dropped and the batch re-run. Batches are
-fixed by the item list, so a resumed run computes the same numbers in the same order, and
-the finished folder equals an uninterrupted run's.
+activation shard, a multi-turn row also in the rounds store: :mod:`probe.engine.act_rows`);
+rows of unfinished batches are dropped and the batch re-run. Batches are fixed by the item
+list, so a resumed run computes the same numbers in the same order, and the finished folder
+equals an uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from probe.activations import ShardWriter
 from probe.conditions.registry import conditions_for, get_condition
 from probe.config import RunConfig
 from probe.data.items import Item
 from probe.data.registry import LoadReport, get_benchmark
-from probe.engine.hooks import STEPS_KEY, Capture, cache_hook_names
+from probe.engine.act_rows import ActWriters, acts_done, open_writers, write_acts
 from probe.engine.inference import Engine
 from probe.engine.models import LoadedModel, load_model
 from probe.engine.pipeline import Unit, in_shard, plan_batches, plan_units, run_batch_safe
@@ -96,13 +96,10 @@ def data_files(cfg: RunConfig) -> dict[str, Path]:
 
 
 def _done_batches(folder: RunFolder, batches: list[list[Unit]],
-                  writer: ShardWriter | None) -> list[bool]:
+                  writers: ActWriters | None) -> list[bool]:
     """Which batches are complete; rows of incomplete ones are removed from the file."""
     done_rows = folder.done_keys()
-    done_acts = writer.written_keys() if writer is not None else None
-    if done_acts is not None:
-        # Refused (too long) rows never get activations; they must not keep a batch open.
-        done_acts |= {(r["item_id"], r["condition"]) for r in folder.rows() if r.get("truncated")}
+    done_acts = acts_done(writers, folder) if writers is not None else None
     flags = []
     for batch in batches:
         keys = {u.key for u in batch}
@@ -160,63 +157,35 @@ def _run_locked(cfg: RunConfig, out: Path, loaded: LoadedModel | None, condition
     engine = Engine(loaded, start, cfg.attention)
     units = plan_units(items, conditions)
     batches = plan_batches(units, cfg.batch_size)
-    writer = capture = None
-    if cfg.cache_acts:
-        hooks = cache_hook_names(loaded.n_layers, cfg.cache_components)
-        capture = Capture(hooks, cfg.act_positions, cfg.act_steps)
-        # Shards are written in the background: the next batch runs while one is saved.
-        writer = ShardWriter(folder.acts_dir, hooks, len(capture.positions), loaded.d_model,
-                             cfg.act_dtype, cfg.act_rows_per_shard,
-                             positions=capture.positions, background=True)
-    flags = _done_batches(folder, batches, writer)
+    writers = open_writers(cfg, folder, loaded, units) if cfg.cache_acts else None
+    flags = _done_batches(folder, batches, writers)
     todo = [b for b, ok in zip(batches, flags, strict=True) if not ok]
-    _run_batches(engine, todo, cfg, folder, writer, capture, len(batches))
+    _run_batches(engine, todo, cfg, folder, writers, len(batches))
     return finish(folder, units, reports)
 
 
 def _run_batches(engine: Engine, todo: list[list[Unit]], cfg: RunConfig, folder: RunFolder,
-                 writer: ShardWriter | None, capture: Capture | None, total: int) -> None:
-    already = writer.written_keys() if writer is not None else set()
+                 writers: ActWriters | None, total: int) -> None:
+    already = writers.main.written_keys() if writers is not None else set()
+    already_rounds = writers.rounds.written_keys() if writers and writers.rounds else set()
+    capture = writers.capture if writers is not None else None
+    n_cols = writers.n_cols if writers is not None else 0
     with folder.appender() as appender, tqdm(total=total, initial=total - len(todo),
                                              desc="batches", unit="batch") as bar:
         for batch in todo:
             size = engine.batch_size
-            rows, acts = run_batch_safe(engine, batch, cfg, capture)
+            rows, acts = run_batch_safe(engine, batch, cfg, capture, n_cols)
             if engine.batch_size < size:
                 folder.note_fitting_batch_size(engine.loaded.device, engine.batch_size)
-            if writer is not None:
-                _write_acts(writer, rows, acts, already)
-                faults.point("batch-acts", before=writer.drain)
+            if writers is not None:
+                write_acts(writers, rows, acts, already, already_rounds)
+                faults.point("batch-acts", before=writers.drain)
             for row in rows:
                 appender.append(row.to_json())
             faults.point("batch-rows")
             bar.update(1)
-    if writer is not None:
-        writer.close()
-
-
-def _write_acts(writer: ShardWriter, rows: list, acts: dict, already: set) -> None:
-    """Add a batch's activations, skipping rows a complete shard already holds."""
-    ran = [r for r in rows if not r.truncated]
-    keep = [i for i, r in enumerate(ran) if r.key not in already]
-    if not keep:
-        return
-    steps = acts.pop(STEPS_KEY, None)
-    k = sum(1 for p in writer.positions if p < 0)
-    # A prompt shorter than k tokens: its first columns hold padding (or nothing), not
-    # prompt positions. Store zeros there and record how many prompt columns are real.
-    real = [min(k, int(ran[i].n_prompt_tokens or k)) for i in keep]
-    metas = [{"item_id": ran[i].item_id, "condition": ran[i].condition,
-              "benchmark": ran[i].benchmark, "group": ran[i].group,
-              "positions": writer.positions, "n_prompt_positions": n,
-              **({} if steps is None else {"n_steps": int(steps[i])})}
-             for i, n in zip(keep, real, strict=True)]
-    tensors = {name: t[keep] for name, t in acts.items()}
-    for row, n in enumerate(real):
-        if n < k:
-            for t in tensors.values():
-                t[row, :k - n] = 0
-    writer.add(metas, tensors)
+    if writers is not None:
+        writers.close()
 
 
 def finish(folder: RunFolder, units: list[Unit], reports: list[LoadReport]) -> StudyResult:

@@ -11,7 +11,8 @@ by prompt length), not in ``generations.jsonl`` order. This view joins them by
 
 Rows without stored activations (prompts refused as too long) are NaN and ``cache.mask``
 is False for them. Positions are the store's labels (``cache.positions``): -k..-1 are the
-last k prompt tokens, j >= 0 the generated token j (``--cache-steps``).
+last k prompt tokens, j >= 0 the generated token j (``--cache-steps``). Multi-turn
+conditions' earlier rounds: ``cache.at_round(hook, r)`` (:mod:`probe.store.act_rounds`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 
 from probe.activations import ActivationStore
 from probe.errors import ConfigError, UnknownNameError
+from probe.store.act_rounds import RoundsView
 
 
 def hook_name(key: str | tuple[Any, ...]) -> str:
@@ -38,11 +40,13 @@ def hook_name(key: str | tuple[Any, ...]) -> str:
     return "hook_embed" if key == "embed" else key
 
 
-class ActivationCache:
-    """Stored activations of a run, by hook name, aligned with ``rows``."""
+class ActivationCache(RoundsView):
+    """Stored activations of a run, by hook name, aligned with ``rows``; each review round's
+    answer position by :meth:`at_round` (see :mod:`probe.store.act_rounds`)."""
 
     def __init__(self, store: ActivationStore, rows: Sequence[dict[str, Any]]):
         self.store = store
+        self.rows = rows
         where: dict[tuple[str, str], int] = {}
         for i, meta in enumerate(store.rows):
             where.setdefault((str(meta["item_id"]), str(meta["condition"])), i)

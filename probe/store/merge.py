@@ -9,7 +9,7 @@ union of N shards is the unsharded item set. The merge checks the shards belong 
   study's own :func:`probe.engine.study.finish` (same code as an unsharded run);
 * activations are checked (sha256), then re-written through a
   :class:`~probe.activations.ShardWriter` in the order an unsharded run writes them, so
-  the merged ``activations/`` matches an unsharded run's file for file;
+  the merged ``activations/`` (and its ``rounds/``) matches an unsharded run's file for file;
 * ``run.json`` holds the merged config (``shard: null``) and a ``merged_from`` list.
 """
 
@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from probe.activations import INDEX, ActivationStore, ShardWriter
+from probe.activations.layout import ROUNDS_DIR
 from probe.config import RunConfig
 from probe.engine.pipeline import Unit, plan_batches, plan_units
 from probe.engine.study import data_files, finish, load_items, resolve_conditions
@@ -58,6 +59,8 @@ def merge_runs(shard_dirs: Sequence[str | Path], out: str | Path) -> RunFolder:
                           "".join(dumps(r, indent=None) + "\n" for r in rows))
         if cfg.cache_acts:
             _merge_acts(shards, folder, _act_order(units))
+            # Multi-turn rows' earlier rounds: a store of its own, merged the same way.
+            _merge_acts(shards, folder, _act_order(units), ROUNDS_DIR)
         finish(folder, units, reports)
         return RunFolder.open(folder.path)
 
@@ -184,30 +187,34 @@ def _act_order(units: list[Unit]) -> list[Key]:
     return [u.key for batch in batches for u in batch]
 
 
-def _merge_acts(shards: list[RunFolder], folder: RunFolder, order: list[Key]) -> None:
-    """Verify every shard's checksums, then re-write all rows in ``order`` into ``folder``."""
-    # A shard with no rows (more shards than items) has no index to read.
-    shards = [s for s in shards if (s.acts_dir / INDEX).is_file() or s.rows()]
+def _merge_acts(shards: list[RunFolder], folder: RunFolder, order: list[Key],
+                sub: str = "") -> None:
+    """Verify every shard's checksums, then re-write all rows in ``order`` into ``folder``
+    (the store in the ``sub`` folder of each one's activations, when given)."""
+    # A shard with no rows (more shards than items) has no index to read; nor has a shard
+    # without multi-turn rows a rounds store.
+    shards = [s for s in shards if (s.acts_dir / sub / INDEX).is_file() or
+              (not sub and s.rows())]
     if not shards:
         return
-    stores = [ActivationStore(s.acts_dir) for s in shards]
+    stores = [ActivationStore(s.acts_dir / sub) for s in shards]
     head = stores[0]
     for store, shard in zip(stores, shards, strict=True):
         store.verify()
         layout = (store.hook_names, store.positions, store.d_model, store.dtype)
         if layout != (head.hook_names, head.positions, head.d_model, head.dtype):
-            raise ConfigError(f"{shard.acts_dir} stores activations with another layout")
+            raise ConfigError(f"{shard.acts_dir / sub} stores activations with another layout")
     where = {key: (s, row) for s, store in enumerate(stores)
              for key, row in store.key_to_row().items()}
     keys = [k for k in order if k in where]  # truncated prompts have no activations
-    per_shard = int(read_json(shards[0].acts_dir / INDEX).get("rows_per_shard", 256))
-    writer = ShardWriter(folder.acts_dir, head.hook_names, head.n_positions, head.d_model,
+    per_shard = int(read_json(shards[0].acts_dir / sub / INDEX).get("rows_per_shard", 256))
+    writer = ShardWriter(folder.acts_dir / sub, head.hook_names, head.n_positions, head.d_model,
                          head.dtype, rows_per_shard=per_shard, positions=head.positions)
     for chunk in _chunks(keys, per_shard):
         metas, acts = _gather(stores, [where[k] for k in chunk])
         writer.add(metas, acts)
     writer.close()
-    merged = ActivationStore(folder.acts_dir)
+    merged = ActivationStore(folder.acts_dir / sub)
     merged.verify()
     if len(merged) != len(where):
         raise ConfigError(f"merged {len(merged)} activation rows, shards hold {len(where)}")
