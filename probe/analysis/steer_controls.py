@@ -88,6 +88,11 @@ def band(summaries: list[dict[str, Any]]) -> dict[str, Any]:
                      "n": s0["n"] if (s0 := summaries[0][key]).get("n") else None,
                      "stat": "median, 5-95% of random directions"}
                     if len(vals) else {"mean": None, "ci": [None, None]})
+        acc = np.array([s[key]["accuracy"] for s in summaries
+                        if isinstance(s[key].get("accuracy"), (int, float))], dtype=float)
+        if len(acc):  # the answers' accuracy under the random directions, the same way
+            out[key]["accuracy"] = float(np.median(acc))
+            out[key]["accuracy_5_95"] = [float(np.percentile(acc, q)) for q in (5, 95)]
     return out
 
 
