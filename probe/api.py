@@ -78,17 +78,19 @@ def score(files: RunLike | Sequence[str | Path], pred_field: str | None = None,
 
 def probes(run: RunLike, targets: Sequence[str] | None = None,
            kinds: Sequence[str] | None = None, *, layers: Sequence[int] | None = None,
-           seed: int = 0, position: int = -1, progress: bool = True) -> dict[str, Any]:
+           seed: int = 0, position: int = -1, progress: bool = True,
+           n_draws: int = 100) -> dict[str, Any]:
     """Probes per layer, self-correction directions and their plots, as ``probe probes``;
-    returns probes.json's content (directions: ``open_run(run).result("directions")``)."""
+    returns probes.json's content (directions: ``open_run(run).result("directions")``).
+    ``n_draws``: control-task draws of the permutation null."""
     return probes_and_directions(run, targets, kinds, layers=layers, seed=seed,
-                                 position=position, progress=progress)[0]
+                                 position=position, progress=progress, n_draws=n_draws)[0]
 
 
 def probes_and_directions(run: RunLike, targets: Sequence[str] | None = None,
                           kinds: Sequence[str] | None = None, *,
                           layers: Sequence[int] | None = None, seed: int = 0,
-                          position: int = -1, progress: bool = True
+                          position: int = -1, progress: bool = True, n_draws: int = 100
                           ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """:func:`probes`, also returning each direction's entry (what the command prints)."""
     from probe.analysis import targets as tg
@@ -104,7 +106,7 @@ def probes_and_directions(run: RunLike, targets: Sequence[str] | None = None,
         chosen = list(layers) if layers else None
         result = run_probes(path, list(targets) if targets else None,
                             tuple(kinds) if kinds else KINDS, seed=seed, layers=chosen,
-                            position=position, progress=progress)
+                            position=position, progress=progress, n_draws=n_draws)
         plot_probes(result, path / "plots" / "probes.png")
         rows = tg.read_rows(path / "generations.jsonl")
         entries = []

@@ -113,3 +113,38 @@ def test_nested_best_layer_is_not_optimistic_on_noise():
         maxed.append(max(r["diffmeans"]["accuracy"] for r in records))
     assert np.mean(maxed) > 0.55 and np.mean(maxed) - np.mean(nested) > 0.04
     assert abs(np.mean(nested) - 0.5) < 0.06
+
+
+def test_n_draws_reaches_the_null_and_bad_values_are_refused(tmp_path, monkeypatch):
+    """`probe probes --n-draws N` fits N control draws per layer (and says so in probes.json);
+    0 or a negative number is a one-line usage error (exit 2), before anything is written."""
+    import json
+
+    import click
+    import pytest
+    from click.testing import CliRunner
+
+    from probe.analysis import probe_run as prun
+    from probe.analysis import targets as tg
+    from probe.commands.probes import probes
+    from probe.errors import ConfigError
+    from tests.test_probes import fake_run
+
+    store = fake_run(tmp_path)
+    monkeypatch.setattr(tg, "open_store", lambda run_dir: store)
+    group = click.Group()
+    group.add_command(probes)
+    args = ["probes", str(tmp_path), "--target", "biased_answer", "--kind", "diffmeans"]
+    for bad in ("0", "-5", "ten"):
+        res = CliRunner().invoke(group, [*args, "--n-draws", bad])
+        assert res.exit_code == 2 and "--n-draws" in res.output, res.output
+        assert not (tmp_path / "probes.json").exists()
+    with pytest.raises(ConfigError, match="--n-draws"):
+        prun.run_probes(tmp_path, ["biased_answer"], ("diffmeans",), store=store,
+                        progress=False, n_draws=0)
+    res = CliRunner().invoke(group, [*args, "--n-draws", "30"])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((tmp_path / "probes.json").read_text())
+    assert saved["meta"]["n_draws"] == 30
+    layers = saved["targets"]["biased_answer"]["layers"]
+    assert layers and all(rec["diffmeans"]["control"]["n_draws"] == 30 for rec in layers)

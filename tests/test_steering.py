@@ -204,3 +204,18 @@ def test_report_says_when_the_steered_value_is_inside_the_random_band(
     low, high = rec["readout"]["ci"]
     here = next(r for r in out["results"] if r["kind"] == "direction" and r["alpha"] == 1.0)
     assert (low <= here["readout"]["mean"] <= high) == ("not distinguishable" in rec["verdict"])
+
+
+def test_bad_random_direction_counts_are_refused(tmp_path: Path) -> None:
+    """0 random directions is a usage error at the command line and in the API (before the
+    run or the model is loaded)."""
+    from probe.commands.analysis import steer
+    from probe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--n-random"):
+        st.run_steering(str(tmp_path), "instruct-1", n_random=0)
+    group = click.Group()
+    group.add_command(steer)
+    res = CliRunner().invoke(group, ["steer", str(tmp_path), "--instruction", "instruct-1",
+                                     "--n-random", "0"])
+    assert res.exit_code == 2 and "--n-random" in res.output, res.output

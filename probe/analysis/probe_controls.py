@@ -26,10 +26,19 @@ from typing import Any
 import numpy as np
 
 from probe.analysis.bootstrap import auroc, cluster_bootstrap
+from probe.errors import ConfigError
 
 DEFAULT_DRAWS = 100
 CONTROL = ("control task (adapted from Hewitt & Liang 2019): random labels per template "
            "cluster (independent, real positive rate); same probe, folds and C")
+
+
+def check_draws(n_draws: int) -> None:
+    """Refuse a null without draws. Fewer draws are allowed but coarse: p cannot go below
+    1 / (1 + n_draws), so under 19 draws nothing reaches p < 0.05."""
+    if isinstance(n_draws, bool) or not isinstance(n_draws, int) or n_draws < 1:
+        raise ConfigError(f"--n-draws {n_draws!r}: need a whole number of control draws >= 1 "
+                          f"(default {DEFAULT_DRAWS})")
 
 
 def control_labels(y: np.ndarray, groups: np.ndarray, n_draws: int, seed: int) -> np.ndarray:

@@ -38,6 +38,7 @@ def run_probes(run_dir: Path, targets: list[str] | None = None,
     """
     from safetensors.numpy import save
 
+    pc.check_draws(n_draws)
     run_dir = Path(run_dir)
     rows = tg.read_rows(run_dir / "generations.jsonl")
     given = store is not None

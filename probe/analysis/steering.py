@@ -189,6 +189,9 @@ def run_steering(run_dir: str, instruction: str, layers: list[int] | None = None
                  n_random: int = sc.N_RANDOM) -> dict[str, Any]:
     """Bias score and readout of the steered baseline per layer and alpha, on held-out
     templates, against a band of norm-matched random directions (module doc)."""
+    if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 1:
+        raise ConfigError(f"--n-random {n_random!r}: need a whole number of random "
+                          f"directions >= 1 (default {sc.N_RANDOM})")
     from probe.scoring.metrics import json_safe
     from probe.store.io import atomic_write_json
 

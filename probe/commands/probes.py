@@ -7,13 +7,14 @@ from typing import Any
 
 import click
 
+from probe.analysis.probe_controls import DEFAULT_DRAWS
 from probe.analysis.probes import KINDS
 
 
 def best_layers(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Per target and kind, the best layer chosen on held-out folds (nested), with its
     control-task accuracy, selectivity and permutation p-value."""
-    from probe.analysis_summary import probe_best
+    from probe.analysis.summary import probe_best
 
     out = []
     best = probe_best(result)
@@ -74,13 +75,17 @@ def _num(x: Any) -> str:
 @click.option("--position", default=-1, show_default=True,
               help="Stored position: -1 last prompt token (-k..-1), j >= 0 generated token j "
                    "(runs with --cache-steps; answers shorter than j+1 tokens are left out).")
+@click.option("--n-draws", type=click.IntRange(min=1), default=DEFAULT_DRAWS,
+              show_default=True,
+              help="Control-task draws of the permutation null (p >= 1/(1 + draws): under "
+                   "19 draws nothing reaches p < 0.05).")
 def probes(run: Path, targets: tuple[str, ...], kinds: tuple[str, ...],
-           layers: tuple[int, ...], seed: int, position: int) -> None:
+           layers: tuple[int, ...], seed: int, position: int, n_draws: int) -> None:
     """Probe RUN's cached activations layer by layer; write probes.json, directions.json, plots."""
     from probe.api import probes_and_directions
 
     result, entries = probes_and_directions(run, targets, kinds, layers=layers, seed=seed,
-                                            position=position)
+                                            position=position, n_draws=n_draws)
     _print_table(best_layers(result))
     _print_rates(result)
     for entry in entries:
