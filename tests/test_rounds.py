@@ -7,6 +7,7 @@ final, scored round) is the row's own position -1.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -50,10 +51,9 @@ def _round0_text(tiny, cfg: RunConfig, items: dict, row: dict) -> str:
                               first.assistant_prefix, cfg.system_prompt))
 
 
-def test_round0_equals_plain_forward_over_round0_prompt(runs, tiny):
+def _check_round0(run: Run, tiny) -> None:
     from probe.testing import tiny_hf
 
-    run = Run(runs["batched"])
     items = {it.item_id: it for it in load_items(run.config)[0]}
     plain = tiny_hf()[0].eval()  # the same weights, never bridged
     hook = "blocks.0.hook_resid_post"
@@ -70,6 +70,19 @@ def test_round0_equals_plain_forward_over_round0_prompt(runs, tiny):
         torch.testing.assert_close(got[i], hidden[1][0, -1], atol=1e-4, rtol=1e-4)
         checked += 1
     assert checked == sum(r["condition"] != "baseline" for r in run.rows) > 0
+
+
+def test_round0_equals_plain_forward_over_round0_prompt(runs, tiny):
+    _check_round0(Run(runs["batched"]), tiny)
+
+
+def test_counterbalanced_rounds_come_from_the_options_own_order(tmp_path, tiny, data_dir):
+    """Letter mode scores every cyclic order; round 0 is cached on the row's own order."""
+    out = tmp_path / "letter"
+    run_study(_cfg(data_dir, mode="letter", conditions=["review"]), out, loaded=tiny)
+    run = Run(out)
+    assert run.config.counterbalance
+    _check_round0(run, tiny)
 
 
 def test_final_round_is_position_minus_one_and_missing_rounds_are_nan(runs):
@@ -150,3 +163,66 @@ def test_merged_shards_hold_the_unsharded_runs_rounds(runs, tmp_path, tiny, data
     b = ActivationStore(runs["single"] / "activations" / "rounds")
     assert a.rows == b.rows and len(a.rows) > 0
     assert [s["sha256"] for s in a.shards] == [s["sha256"] for s in b.shards]
+
+
+@pytest.mark.slow
+def test_real_model_round0_equals_plain_hf_forward(real_model, data_dir, tmp_path):
+    """The real model, two review items in one batch (left padding), every component."""
+    from transformers import AutoModelForCausalLM
+
+    from probe.engine.models import embedded_dir
+    from tests.test_cache_components import hf_module_outputs
+
+    cfg = _cfg(data_dir, model="smollm2-135m", benchmarks=["bbq"], limit=2,
+               conditions=["review"], cache_components=["resid", "attn_out", "mlp_out"])
+    run_study(cfg, tmp_path / "real", loaded=real_model)
+    run = Run(tmp_path / "real")
+    items = {it.item_id: it for it in load_items(run.config)[0]}
+    plain = AutoModelForCausalLM.from_pretrained(embedded_dir(), dtype=torch.float32).eval()
+    n = real_model.n_layers
+    hooks = ["hook_embed", "blocks.0.hook_attn_out", f"blocks.{n // 2}.hook_mlp_out",
+             f"blocks.{n - 2}.hook_resid_post"]
+    assert len(run.rows) == 2 and run.cache.round_mask(0).all()
+    for i, row in enumerate(run.rows):
+        text = _round0_text(real_model, run.config, items, row)
+        ids = torch.tensor([real_model.tokenizer(text, add_special_tokens=False).input_ids])
+        ref = hf_module_outputs(plain, ids)
+        for hook in hooks:
+            torch.testing.assert_close(run.cache.at_round(hook, 0)[i], ref[hook][0, -1],
+                                       atol=1e-3, rtol=1e-3)
+
+
+def test_killed_run_resumes_to_the_uninterrupted_rounds(tmp_path, data_dir):
+    """SIGKILL after a batch's activations (both stores) but before its rows, then after a
+    later batch's rows: the resumed folder equals an uninterrupted run's, rounds included."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    def probe_run(out: Path, fault: str | None = None) -> int:
+        cmd = [sys.executable, "-m", "probe.cli", "run", "--model", "tiny-random",
+               "--data-dir", str(data_dir), "--benchmark", "bbq", "--category", "Age",
+               "--limit", "8", "--condition", "baseline", "--condition", "review",
+               "--reasoning-tokens", "4", "--cache-acts", "--batch-size", "2",
+               "--rows-per-shard", "3", "--out", str(out)]
+        env = {**{k: v for k, v in os.environ.items() if k != "PROBE_FAULT"},
+               "OMP_NUM_THREADS": "1", **({"PROBE_FAULT": fault} if fault else {})}
+        return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, timeout=300).returncode
+
+    def files(folder: Path) -> dict[str, bytes]:
+        acts = folder / "activations"
+        got = {str(p.relative_to(acts)): p.read_bytes() for p in acts.rglob("*") if p.is_file()}
+        got["generations.jsonl"] = (folder / "generations.jsonl").read_bytes()
+        return got
+
+    assert probe_run(tmp_path / "ref") == 0
+    out = tmp_path / "run"
+    assert probe_run(out, "batch-acts:6") == -signal.SIGKILL  # the second review batch
+    assert (out / "activations" / "rounds" / "index.json").is_file()
+    assert probe_run(out, "batch-rows:2") == -signal.SIGKILL
+    assert probe_run(out) == 0
+    want = files(tmp_path / "ref")
+    assert any(name.startswith("rounds/shard-") for name in want)
+    assert files(out) == want

@@ -5,7 +5,8 @@ Layout::
     run.json            schema_version, config, provenance, created, stages, resumes
     generations.jsonl   one GenerationRow per (item_id, condition), append-only
     metrics.json        scoring output
-    activations/        ShardWriter shards + index.json (see probe.activations)
+    activations/        ShardWriter shards + index.json (see probe.activations); rounds/
+                        the same for multi-turn rows' earlier rounds
     plots/              figures
     probes.json, patching.json, steering.json, lens.json   analysis results
 
@@ -257,7 +258,7 @@ class RunFolder:
         empty generations.jsonl or shard-less activations/ that a failed start opened."""
         for p in path.iterdir():
             empty = ((p.name == "generations.jsonl" and p.stat().st_size == 0)
-                     or (p.name == "activations" and not any(p.glob("shard-*"))))
+                     or (p.name == "activations" and not any(p.rglob("shard-*"))))
             if not (empty or p.name in ("run.json", LOCK_NAME) or p.name.endswith(".tmp")):
                 return False
         return True
