@@ -128,3 +128,32 @@ def test_placebo_control_is_recorded_and_judged(tmp_path: Path) -> None:
     assert same["instruct-1_minus_control"]["mean"] == pytest.approx(0.0, abs=1e-4)
     assert same["verdict"] == NOT_DISTINGUISHABLE
     assert NOT_DISTINGUISHABLE in patching_where({**out, "control": same})
+
+
+@pytest.mark.parametrize("mode", ["text", "letter"])
+def test_columns_before_the_edit_are_skipped_exactly(tmp_path: Path, mode: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Patching leaves out each row's columns before its first edited token (the same
+    activations in both passes): every patched readout equals the one computed with them."""
+    from probe.analysis import answers as ans
+    from probe.analysis import patch_plan as pp
+    from probe.analysis import patching as pt
+    from probe.engine.inference import Engine
+
+    _register_aligned()
+    loaded = sharp_model()
+    run_dir = make_run(tmp_path, loaded, mode=mode, conditions=("test-unbiased", "test-grandson"))
+    run = ans.load_run(run_dir)
+    engine = Engine(loaded, run.config.batch_size)
+    pairs, _ = pp.build_pairs(run, engine, "test-unbiased", "test-grandson")
+    plan = pp.plan(engine, pairs, None)
+    assert plan.alignment == "aligned"
+    src, tgt = (ro.pack(engine, [q]) for q in (pairs[0].source, pairs[0].target))
+    edit = pt.first_difference(tgt, src, 0)
+    assert 0 < edit < src.prompt_end[0]  # the instruction's edit, inside the prompt
+    fast = pt.patch_pairs(engine, mode, pairs, plan.patches())
+    monkeypatch.setattr(pt, "first_difference", lambda into, frm, b: 0)
+    full = pt.patch_pairs(engine, mode, pairs, plan.patches())
+    for key in ("source", "target", "denoise", "noise"):
+        np.testing.assert_allclose(fast[key], full[key], atol=1e-5, rtol=0)
+    assert np.array_equal(fast["valid"], full["valid"])

@@ -111,6 +111,24 @@ def _columns(into: Packed, frm: Packed, b: int, offsets: Sequence[int]
     return [into.prompt_end[b] + o for o in kept], [frm.prompt_end[b] + o for o in kept]
 
 
+def first_difference(into: Packed, frm: Packed, b: int) -> int:
+    """First column of row ``b`` whose activations can differ between the two passes: where
+    their tokens first differ when both rows have the same layout (aligned pairs), else 0.
+
+    Before it both rows hold the same tokens at the same positions, so (attention being
+    causal) every activation there is the same in both passes and patching it changes
+    nothing: those columns are left out of the patch, which is exact and lets the patched
+    pass start at the edit instead of the prompt start.
+    """
+    if (into.input_ids.shape != frm.input_ids.shape
+            or into.prompt_end[b] != frm.prompt_end[b]
+            or _prompt_start(into, b) != _prompt_start(frm, b)
+            or not torch.equal(into.position_ids[b], frm.position_ids[b])):
+        return 0
+    differ = (into.input_ids[b] != frm.input_ids[b]).nonzero()
+    return int(differ[0, 0]) if len(differ) else into.input_ids.shape[1]
+
+
 def _repeat(packed: Packed, g: int) -> Packed:
     """The batch repeated ``g`` times, b-major (row b * g + j is copy j of row b)."""
     def rep(lst: list[Any]) -> list[Any]:
@@ -189,25 +207,40 @@ def _capture_all(engine: Engine, mode: str, queries: list[ro.Query], hooks: list
 
 
 def _patched(engine: Engine, mode: str, into: Packed, into_q: list[ro.Query], cache: Any,
-             frm: Packed, acts: dict[str, torch.Tensor], patches: Sequence[Patch]
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+             frm: Packed, acts: dict[str, torch.Tensor], patches: Sequence[Patch],
+             unpatched: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Readout (n_patches, B) of the 'into' rows under each patch, and whether any column
     of the row was patched (False: the offset is outside that row's prompt).
 
     Exact shortcut: columns before the earliest patched one are the same as in the
     unpatched pass (attention is causal), so each pass feeds only the columns from there on,
-    over a copy of the unpatched pass's KV cache; patches are grouped by that column.
+    over a copy of the unpatched pass's KV cache; patches are grouped by that column. A
+    row's columns before its first edited token are not patched (:func:`first_difference`:
+    they hold the same activations in both passes), so for a minimal edit near the end of
+    the prompt most passes start at the edit, and a patch left with no column in any row
+    is the ``unpatched`` readout without a pass.
     """
     n_batch = len(into_q)
     size = max(1, MAX_ROWS // n_batch)
     cols_of: dict[tuple[int, ...], list[tuple[list[int], list[int]]]] = {}
+    valid_of: dict[tuple[int, ...], list[bool]] = {}
+    edit = [first_difference(into, frm, b) for b in range(n_batch)]
     for p in patches:
         if p.positions not in cols_of:
-            cols_of[p.positions] = [_columns(into, frm, b, p.positions) for b in range(n_batch)]
+            cols = [_columns(into, frm, b, p.positions) for b in range(n_batch)]
+            valid_of[p.positions] = [bool(into_cols) for into_cols, _ in cols]
+            cols_of[p.positions] = [
+                ([c for c in into_cols if c >= edit[b]],
+                 [f for c, f in zip(into_cols, from_cols, strict=True) if c >= edit[b]])
+                for b, (into_cols, from_cols) in enumerate(cols)]
     first = {pos: min((c for into_cols, _ in cols for c in into_cols), default=into.first_read)
              for pos, cols in cols_of.items()}
-    order = sorted(range(len(patches)), key=lambda i: -first[patches[i].positions])
-    values = torch.empty(len(patches), n_batch, dtype=torch.float64)
+    values = unpatched.double().expand(len(patches), n_batch).clone()
+    # Positions before the edit in every row (not the "nothing" identity, which is run)
+    noop = {pos for pos, cols in cols_of.items()
+            if pos and not any(into_cols for into_cols, _ in cols)}
+    order = sorted((i for i, p in enumerate(patches) if p.positions not in noop),
+                   key=lambda i: -first[patches[i].positions])
     for begin in range(0, len(order), size):
         idx = order[begin:begin + size]
         group, g = [patches[i] for i in idx], len(idx)
@@ -226,8 +259,7 @@ def _patched(engine: Engine, mode: str, into: Packed, into_q: list[ro.Query], ca
         lp, _ = _forward(engine, rep, hooks, start if past is not None else 0, past)
         vals = ro.values(mode, rep, lp, [q for q in into_q for _ in range(g)])
         values[idx] = vals.view(n_batch, g).T
-    valid = torch.tensor([[bool(cols_of[p.positions][b][0]) for b in range(n_batch)]
-                          for p in patches])
+    valid = torch.tensor([valid_of[p.positions] for p in patches])
     return values, valid
 
 
@@ -251,9 +283,9 @@ def patch_pairs(engine: Engine, mode: str, pairs: Sequence[PromptPair],
         if src_pack.conts != tgt_pack.conts:
             raise ConfigError("source and target options tokenize differently; cannot patch")
         denoise, ok_d = _patched(engine, mode, tgt_pack, tgt_q, kv_tgt, src_pack, acts_src,
-                                 patches)
+                                 patches, m_tgt)
         noise, ok_n = _patched(engine, mode, src_pack, src_q, kv_src, tgt_pack, acts_tgt,
-                               patches)
+                               patches, m_src)
         ok = (ok_d & ok_n).double()
         out = torch.cat([m_src[None], m_tgt[None], denoise, noise, ok]).T
         return list(out.numpy())
