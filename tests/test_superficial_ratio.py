@@ -1,4 +1,5 @@
-"""The superficial ratio and the round trajectories on hand-built numbers with known answers."""
+"""The superficial ratio, the direction's split-half check and the round trajectories, on
+hand-built numbers with known answers."""
 
 from __future__ import annotations
 
@@ -159,3 +160,35 @@ def test_runs_without_rounds_say_so() -> None:
     out = trajectories(run, sel, vectors, "anti", [HOOK], n_boot=200)
     assert out["rounds"] == {} and "review" in out["rounds_note"]
     assert {x["round"] for x in out["records"]} == {None}
+
+
+def test_split_half_check_passes_a_consistent_direction_and_fails_others() -> None:
+    from probe.analysis.superficial.reliability import N_DRAWS, split_half
+
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(1, 1, 16))
+    noise = [0.3 * rng.normal(size=(6, 1, 16)) for _ in (0, 1)]
+    same = split_half([v + noise[0], v + noise[1]], [6, 6])[0]
+    assert same["reliable"] and same["split_half_p"] == pytest.approx(1 / (1 + N_DRAWS))
+    opposite = split_half([v + noise[0], -v + noise[1]], [6, 6])[0]  # halves disagree
+    assert not opposite["reliable"] and opposite["split_half_cosine"] < 0
+    zero = split_half([np.zeros((6, 1, 16)), np.zeros((6, 1, 16))], [6, 6])[0]
+    assert not zero["reliable"] and zero["split_half_cosine"] == 0
+
+
+def test_an_unreproducible_direction_carries_no_verdict() -> None:
+    from probe.analysis.superficial.shift import alignment
+
+    sel, z = _rows(1.0, flip=True)
+    block = ratio_block(z, sel, "c", "ambig", n_boot=200, seed=0, reliable=False)
+    assert block["verdict"] == "undetermined" and "not reproducible" in block["rule"]
+    # the shift is along dimension 0; the states also vary (equally under both conditions)
+    # in 10 others, so random directions with their covariance rarely point along it
+    noise = np.random.default_rng(5).normal(size=(len(z) // 2, 10))
+    X = np.concatenate([z[:, None], np.concatenate([noise, noise])], axis=1)
+    dirs = [np.eye(11)[0]] * 2
+    sel.condition = ["baseline" if c == "baseline" else "c" for c in sel.condition]
+    assert alignment(X, sel, dirs, ["baseline", "c"], n_boot=100)["c"]["verdict"].startswith(
+        "aligned away")
+    gated = alignment(X, sel, dirs, ["baseline", "c"], n_boot=100, reliable=False)["c"]
+    assert gated["verdict"].startswith("undetermined")

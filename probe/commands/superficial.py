@@ -81,10 +81,14 @@ def superficial(run: Path, contrast: str, controls: tuple[str, ...], causal_laye
             click.echo(f"{'':<14} last layer {last['layer']}: behavioural change "
                        f"{_ci(last['beh'])}, internal {_ci(last['internal'])}, ratio "
                        f"{_ci(last['ratio'])}, n={last['n_pairs']}")
-        aligned = [a for a in out["alignment"] if a["condition"] == cond
-                   and a["component"] == "resid" and a["verdict"].startswith("aligned")]
+        mine = [a for a in out["alignment"] if a["condition"] == cond
+                and a["component"] == "resid"]
+        aligned = [a for a in mine if a["verdict"].startswith("aligned")]
+        strict = [a["layer"] for a in aligned if a.get("aligned_bonferroni")]
         click.echo(f"{'':<14} shift alignment: "
                    + (", ".join(f"layer {a['layer']} {_ci(a)}" for a in aligned)
-                      or "no layer distinguishable from the control"))
+                      or "no layer distinguishable from the control")
+                   + (f" (after Bonferroni over {len(mine)} layers: {strict or 'none'})"
+                      if aligned else ""))
     click.echo(f"wrote {run / 'superficial.json'} and plots in {run / 'plots'} "
                f"({meta['seconds']} s)")

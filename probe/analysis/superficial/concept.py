@@ -35,7 +35,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from probe.analysis.superficial import reliability
 from probe.conditions.prompts import render
 from probe.conditions.registry import get_condition
 from probe.data.items import Item
@@ -50,7 +52,7 @@ KINDS = ("stereotyped", *CONTRASTS)
 # TransformerLens hook suffixes of the components analysed; "resid" is the block's output.
 COMPONENTS = {"resid": "hook_resid_post", "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out"}
 STEM = "concept_directions"
-VERSION = 1
+VERSION = 2
 
 
 def component_of(hook: str) -> tuple[int, str] | None:
@@ -88,54 +90,71 @@ def pair_texts(loaded: Any, item: Item, system: str = "default") -> dict[str, st
 def fit(engine: Engine, items: list[Item], fold_of: dict[str, int], hooks: list[str],
         system: str = "default") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Directions per contrast, fold and hook (module doc) and a summary of the fit."""
-    texts: list[tuple[int, str, str]] = []  # (fold of the item, kind, text)
+    block_of = reliability.blocks_of(fold_of)
+    texts: list[tuple[tuple[int, int], str, str]] = []  # ((half, block), kind, text)
     used = [0, 0]
     for item in items:
         pair = pair_texts(engine.loaded, item, system)
         if pair is None or item.group not in fold_of:
             continue
         used[fold_of[item.group]] += 1
-        texts += [(fold_of[item.group], kind, text) for kind, text in pair.items()]
+        texts += [(block_of[item.group], kind, text) for kind, text in pair.items()]
     if not all(used):
         raise ConfigError(f"concept directions need items with a stereotyped answer in both "
                           f"template halves; have {used[0]} and {used[1]}")
-    d = engine.loaded.hf_model.config.hidden_size
-    sums = {(f, k): np.zeros((len(hooks), d)) for f in (0, 1) for k in KINDS}
-    capture = Capture(hooks, 1)
+    sums = _hidden_sums(engine, texts, hooks)
+    vectors: dict[str, np.ndarray] = {}
+    checks: dict[str, Any] = {}
+    for contrast in CONTRASTS:
+        diffs = [np.stack([sums[(g, "stereotyped")] - sums[(g, contrast)]
+                           for g in sorted({g for g, _ in sums if g[0] == f})]) for f in (0, 1)]
+        for f in (0, 1):
+            # the direction for half f is fitted on the other half's items
+            direction = diffs[1 - f].sum(0) / used[1 - f]
+            for j, hook in enumerate(hooks):
+                vectors[f"{contrast}/{f}/{hook}"] = direction[j]
+        checks[contrast] = dict(zip(hooks, reliability.split_half(diffs[::-1], used[::-1]),
+                                    strict=True))
+    example = next(pair_texts(engine.loaded, it, system) for it in items
+                   if answer_indices(it) is not None)
+    return vectors, {"n_items": used, "n_texts": len(texts), "example": example,
+                     "reliability": checks}
 
-    def one(batch: list[tuple[int, str, str]]) -> list[None]:
+
+def _hidden_sums(engine: Engine, texts: list[tuple[Any, str, str]], hooks: list[str]
+                 ) -> dict[tuple[Any, str], np.ndarray]:
+    """Sum of the answer-position states (hooks, d) of the texts, per (group, kind)."""
+    d = engine.loaded.hf_model.config.hidden_size
+    sums: dict[tuple[Any, str], np.ndarray] = {}
+    capture = Capture(hooks, 1)
+    bar = tqdm(total=len(texts), desc="concept pairs", leave=False)
+
+    def one(batch: list[tuple[Any, str, str]]) -> list[None]:
         engine.forward_last([t for _, _, t in batch], capture=capture)
         acts = capture.take()
         stacked = torch.stack([acts[h][:, -1].double() for h in hooks], 1).numpy()
-        for (fold, kind, _), x in zip(batch, stacked, strict=True):
-            sums[(fold, kind)] += x
+        for (group, kind, _), x in zip(batch, stacked, strict=True):
+            sums.setdefault((group, kind), np.zeros((len(hooks), d)))
+            sums[(group, kind)] += x
+        bar.update(len(batch))
         return [None] * len(batch)
 
-    engine.map_batches(texts, one, sort_key=lambda t: len(t[2]))
-    vectors: dict[str, np.ndarray] = {}
-    for contrast in CONTRASTS:
-        for f in (0, 1):
-            other = 1 - f  # the direction for half f is fitted on the other half
-            diff = (sums[(other, "stereotyped")] - sums[(other, contrast)]) / used[other]
-            for j, hook in enumerate(hooks):
-                vectors[f"{contrast}/{f}/{hook}"] = diff[j]
-    example = next(pair_texts(engine.loaded, it, system) for it in items
-                   if answer_indices(it) is not None)
-    return vectors, {"n_items": used, "n_texts": len(texts), "example": example}
+    try:
+        engine.map_batches(texts, one, sort_key=lambda t: len(t[2]))
+    finally:
+        bar.close()
+    return sums
 
 
-def summary(vectors: dict[str, np.ndarray], hooks: list[str]) -> dict[str, Any]:
-    """Per contrast and hook: both halves' norms and the cosine between the two halves'
-    directions (fitted on disjoint templates: near 0 means the direction is noise)."""
+def summary(vectors: dict[str, np.ndarray], hooks: list[str],
+            checks: dict[str, Any]) -> dict[str, Any]:
+    """Per contrast and hook: both halves' norms and the split-half reproducibility check
+    (:mod:`probe.analysis.superficial.reliability`)."""
     out: dict[str, Any] = {}
     for contrast in CONTRASTS:
-        block = {}
-        for hook in hooks:
-            a, b = (vectors[f"{contrast}/{f}/{hook}"] for f in (0, 1))
-            den = float(np.linalg.norm(a) * np.linalg.norm(b))
-            block[hook] = {"norms": [float(np.linalg.norm(a)), float(np.linalg.norm(b))],
-                           "split_half_cosine": float(a @ b) / den if den > 0 else None}
-        out[contrast] = block
+        out[contrast] = {hook: {"norms": [float(np.linalg.norm(vectors[f"{contrast}/{f}/{hook}"]))
+                                          for f in (0, 1)], **checks[contrast][hook]}
+                         for hook in hooks}
     return out
 
 
@@ -156,8 +175,10 @@ def load(run_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
     if not (path.is_file() and index_path.is_file()):
         return None
     index = read_json(index_path)
-    if not isinstance(index, dict) or index.get("version") != VERSION:
-        raise DataError(f"unsupported {index_path.name}; delete it to recompute", str(index_path))
+    if not isinstance(index, dict):
+        raise DataError("expected a JSON object", str(index_path))
+    if index.get("version") != VERSION:
+        return None  # an older format: fitted again
     return {k: v.astype(np.float64) for k, v in load_file(str(path)).items()}, index
 
 

@@ -23,10 +23,12 @@ Verdict per hook, with ``TAU`` = 0.5 (half of the change matched):
 ``internal`` when the ratio's interval lies at or above TAU; ``superficial`` when it lies
 below TAU; ``undetermined`` when it straddles TAU, or when there is nothing to calibrate
 (fewer than ``MIN_N`` pairs, a single template, the behavioural change's interval contains
-0, or the separation's interval contains 0). Per model (:func:`model_verdict`): the same
+0, the separation's interval contains 0, or the direction failed the split-half check of
+:mod:`probe.analysis.superficial.reliability`). Per model (:func:`model_verdict`): the same
 rule on the resid_post layers with Bonferroni-adjusted intervals (level 1 - 0.05/k for k
 layers): internal if any layer is internal; superficial if at least one layer can be
-calibrated and every calibrated layer is superficial; otherwise undetermined.
+calibrated (reproducible direction, separation differs from 0) and every calibrated layer
+is superficial; otherwise undetermined.
 """
 
 from __future__ import annotations
@@ -87,6 +89,9 @@ def verdict(block: dict[str, Any], key: str = "ci") -> tuple[str, str]:
         return "undetermined", f"n={block['n_pairs']} < {MIN_N} paired items"
     if block["n_clusters"] < 2:
         return "undetermined", "one template: no interval"
+    if not block.get("direction_reliable", True):
+        return "undetermined", ("the concept direction is not reproducible across template "
+                                "halves at this hook (split-half check)")
     if _spans(block["beh"][key]) is not False:
         return "undetermined", "no behavioural change to explain (its interval contains 0)"
     if _spans(block["sep"][key]) is not False:
@@ -103,14 +108,16 @@ def verdict(block: dict[str, Any], key: str = "ci") -> tuple[str, str]:
 
 
 def ratio_block(z: np.ndarray, sel: Rows, condition: str, context: str, n_boot: int,
-              seed: int, adjusted_level: float | None = None) -> dict[str, Any]:
+              seed: int, adjusted_level: float | None = None,
+              reliable: bool = True) -> dict[str, Any]:
     """Every quantity with its 95% (and, if asked, adjusted) interval and the verdict."""
     pc, pb = pairs(sel, condition, context)
     ok = np.isfinite(z[pc]) & np.isfinite(z[pb]) if len(pc) else np.zeros(0, dtype=bool)
     pc, pb = pc[ok], pb[ok]
     s = stereotyped(sel.rows)
     keys = [sel.cluster[i] for i in pb]
-    out: dict[str, Any] = {"n_pairs": int(len(pc)), "n_clusters": len(set(keys))}
+    out: dict[str, Any] = {"n_pairs": int(len(pc)), "n_clusters": len(set(keys)),
+                           "direction_reliable": reliable}
     if len(pc) == 0:
         out.update({q: {"value": None, "ci": [np.nan, np.nan]} for q in QUANTITIES})
     else:
@@ -140,8 +147,8 @@ def model_verdict(blocks: dict[str, dict[str, Any]]) -> dict[str, Any]:
                 f"fewer than {MIN_N} pairs"}
     calls = {h: b.get("verdict_adjusted", "undetermined") for h, b in blocks.items()}
     internal = [h for h, v in calls.items() if v == "internal"]
-    calibrated = [h for h, b in blocks.items()
-                  if _spans(b["sep"].get("ci_adjusted", [np.nan, np.nan])) is False]
+    calibrated = [h for h, b in blocks.items() if b.get("direction_reliable", True)
+                  and _spans(b["sep"].get("ci_adjusted", [np.nan, np.nan])) is False]
     k = len(blocks)
     level = f"Bonferroni-adjusted over {k} layers (level {1 - (1 - LEVEL) / k:.4f})"
     if internal:

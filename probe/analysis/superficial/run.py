@@ -64,10 +64,11 @@ def ensure_directions(run: Any, hooks: list[str], seed: int, data_dir: str | Non
     engine = Engine(loaded, data.config.batch_size, data.config.attention)
     vectors, fit_meta = concept.fit(engine, data.items, folds, hooks, data.config.system_prompt)
     index = {"seed": seed, "model": run.config.model, "hooks": hooks, "folds": folds,
-             "contrasts": list(concept.CONTRASTS), **fit_meta,
+             "contrasts": list(concept.CONTRASTS),
              "position": "last token of the answer text",
              "recipe": "baseline question (chat template, answer cue) + one answer written out",
-             "summary": concept.summary(vectors, hooks)}
+             "summary": concept.summary(vectors, hooks, fit_meta.pop("reliability")),
+             **fit_meta}
     concept.save(run.path, vectors, index)
     # What was stored (float32), so that a re-analysis reads exactly the same directions.
     return concept.load(run.path)  # type: ignore[return-value]
@@ -78,10 +79,11 @@ def _missing_components(hooks: list[str]) -> list[str]:
     return [c for c in concept.COMPONENTS if c not in have]
 
 
-def analyse(run: Any, sel: Rows, vectors: dict[str, np.ndarray], hooks: list[str],
-            contrast: str, n_boot: int, seed: int, controls: dict[str, str] | None,
-            position: int = -1) -> dict[str, Any]:
-    """Trajectories, the superficial test and the shift alignment (no model needed)."""
+def analyse(run: Any, sel: Rows, vectors: dict[str, np.ndarray], summary: dict[str, Any],
+            hooks: list[str], contrast: str, n_boot: int, seed: int,
+            controls: dict[str, str] | None, position: int = -1) -> dict[str, Any]:
+    """Trajectories, the superficial test and the shift alignment (no model needed);
+    ``summary``: the directions' per-hook checks for ``contrast``."""
     conditions = list(dict.fromkeys(sel.condition))
     if BASELINE not in conditions:
         raise DataError("the run has no analysable baseline rows", str(run.path))
@@ -94,21 +96,38 @@ def analyse(run: Any, sel: Rows, vectors: dict[str, np.ndarray], hooks: list[str
         X = states(run, hook, sel, None, position)
         dirs = concept.unit(vectors, contrast, hook)
         z = project(X, dirs, sel.fold)
-        where = {"hook": hook, "layer": layer, "component": comp}
+        check = summary[hook]
+        where = {"hook": hook, "layer": layer, "component": comp,
+                 "direction": {k: check[k] for k in ("split_half_cosine", "split_half_p")}}
         for cond in conditions:
             if cond == BASELINE:
                 continue
             for ctx in CONTEXTS:
                 block = ratio_block(z, sel, cond, ctx, n_boot, seed,
-                                    level if hook in resid else None)
+                                    level if hook in resid else None, check["reliable"])
                 tests.append({**where, "condition": cond, "context": ctx, **block})
-        for cond, rec in alignment(X, sel, dirs, conditions, controls, n_boot, seed).items():
+        for cond, rec in alignment(X, sel, dirs, conditions, controls, n_boot, seed,
+                                   check["reliable"]).items():
             aligned.append({**where, "condition": cond, **rec})
+    _bonferroni(aligned)
     verdicts = {cond: model_verdict({t["hook"]: t for t in tests if t["condition"] == cond
                                      and t["context"] == PRIMARY and t["hook"] in resid})
                 for cond in conditions if cond != BASELINE}
     return {"trajectories": traj, "superficial": {"by_hook": tests, "model": verdicts},
             "alignment": aligned}
+
+
+def _bonferroni(records: list[dict[str, Any]]) -> None:
+    """Add to each alignment record its random-direction p times the number of layers of its
+    component and condition (Bonferroni), and whether it stays aligned at that level."""
+    k: dict[tuple[str, str], int] = {}
+    for r in records:
+        k[(r["component"], r["condition"])] = k.get((r["component"], r["condition"]), 0) + 1
+    for r in records:
+        n = k[(r["component"], r["condition"])]
+        r["random"]["p_bonferroni"] = min(1.0, r["random"]["p_value"] * n)
+        r["aligned_bonferroni"] = (r["verdict"].startswith("aligned")
+                                   and r["random"]["p_bonferroni"] < 0.05)
 
 
 @locks_run("superficial")
@@ -136,7 +155,8 @@ def run_superficial(run_dir: str | Path, *, contrast: str = "anti", seed: int = 
     chosen = None if limit is None else {
         it.item_id for it in ans.load_run(run.path, data_dir, limit).items}
     sel = analysed_rows(run, index["folds"], chosen)
-    out = analyse(run, sel, vectors, hooks, contrast, n_boot, seed, controls)
+    out = analyse(run, sel, vectors, index["summary"][contrast], hooks, contrast, n_boot, seed,
+                  controls)
     out["causal"] = None
     if causal_layers:
         from probe.analysis.superficial.causal import causal_check

@@ -11,8 +11,12 @@ over the two halves. Negative: C moves the states away from the stereotyped answ
 Interval: a percentile bootstrap that resamples templates within each half (the
 directions fixed). Two nulls:
 
-- *random directions*: the cosine of the same shifts with ``N_RANDOM`` isotropic random
-  directions (the chance level, ~N(0, 1/d)); two-sided p-value;
+- *random directions*: the cosine of the same shifts with ``N_RANDOM`` random directions
+  drawn with the covariance of the baseline's own states at this hook (random combinations
+  of its centred rows, so they lie where the activations vary: hidden states are far from
+  isotropic, and isotropic directions, ~N(0, 1/d), would make any shift inside the
+  activations' main subspace look aligned); two-sided p-value. The isotropic band is
+  recorded too, for scale;
 - *placebo shift*: the same cosine for a placebo instruction's shift on the same items
   (``placebo-k`` for ``instruct-k``/``negate-k``, or ``controls``), and the paired
   difference C minus placebo on the same template draws. An instruction of that length and
@@ -21,7 +25,9 @@ directions fixed). Two nulls:
 
 Verdict: aligned (toward / away from the stereotyped answer) when the random-direction
 p < 0.05 and, where a placebo was run, the difference from it has an interval that excludes
-0 in the cosine's direction; otherwise "not distinguishable from the control" (naming it).
+0 in the cosine's direction; otherwise "not distinguishable from the control" (naming it);
+"undetermined" where the direction failed the split-half check
+(:mod:`probe.analysis.superficial.reliability`).
 """
 
 from __future__ import annotations
@@ -90,7 +96,7 @@ def _stat(weights: list[np.ndarray], sums: list[tuple[np.ndarray, np.ndarray]],
 
 def alignment(X: np.ndarray, sel: Rows, dirs: list[np.ndarray], conditions: list[str],
               controls: dict[str, str] | None = None, n_boot: int = 1000,
-              seed: int = 0) -> dict[str, Any]:
+              seed: int = 0, reliable: bool = True) -> dict[str, Any]:
     """Per condition (not the baseline): cosine, interval, both nulls and the verdict."""
     templates = [sorted({sel.cluster[i] for i in range(len(sel.rows)) if sel.fold[i] == f})
                  for f in (0, 1)]
@@ -99,7 +105,10 @@ def alignment(X: np.ndarray, sel: Rows, dirs: list[np.ndarray], conditions: list
     draws = [rng.multinomial(len(t), np.full(len(t), 1 / len(t)), size=n_boot) if t
              else np.zeros((n_boot, 0)) for t in templates]
     ones = [np.ones((1, len(t))) for t in templates]
-    rand = rng.normal(size=(N_RANDOM, X.shape[1]))
+    base = X[sel.of(BASELINE)]
+    base = base[np.isfinite(base).all(1)]
+    rand = rng.normal(size=(N_RANDOM, len(base))) @ (base - base.mean(0))
+    iso = rng.normal(size=(N_RANDOM, X.shape[1]))
     cache: dict[str, Any] = {}
 
     def measure(cond: str) -> dict[str, Any]:
@@ -107,11 +116,13 @@ def alignment(X: np.ndarray, sel: Rows, dirs: list[np.ndarray], conditions: list
             sums = halves.sums(cond)
             n = int(sum(c.sum() for _, c in sums))
             mean_shift = [S.sum(0) / max(c.sum(), 1) for S, c in sums]
-            null = np.mean([_cos(rand, s) for s, (_, c) in zip(mean_shift, sums, strict=True)
-                            if c.sum() > 0] or [np.zeros(N_RANDOM)], axis=0)
+            def null_of(R: np.ndarray) -> np.ndarray:
+                return np.mean([_cos(R, s) for s, (_, c) in zip(mean_shift, sums, strict=True)
+                                if c.sum() > 0] or [np.zeros(N_RANDOM)], axis=0)
             cache[cond] = {"n": n, "n_clusters": int(sum((c > 0).sum() for _, c in sums)),
                            "cos": float(_stat(ones, sums, dirs)[0]),
-                           "boot": _stat(draws, sums, dirs), "null": null}
+                           "boot": _stat(draws, sums, dirs), "null": null_of(rand),
+                           "iso": null_of(iso)}
         return cache[cond]
 
     out = {}
@@ -128,7 +139,10 @@ def alignment(X: np.ndarray, sel: Rows, dirs: list[np.ndarray], conditions: list
             "n_clusters": m["n_clusters"],
             "random": {"band_95": [float(np.percentile(m["null"], 2.5)),
                                    float(np.percentile(m["null"], 97.5))],
-                       "p_value": p, "n_random": N_RANDOM},
+                       "p_value": p, "n_random": N_RANDOM,
+                       "kind": "covariance of the baseline's states at this hook",
+                       "isotropic_band_95": [float(np.percentile(m["iso"], 2.5)),
+                                             float(np.percentile(m["iso"], 97.5))]},
             "placebo": None}
         if control is not None:
             c = measure(control)
@@ -137,7 +151,8 @@ def alignment(X: np.ndarray, sel: Rows, dirs: list[np.ndarray], conditions: list
                               "ci": list(percentile_interval(c["boot"])),
                               "difference": m["cos"] - c["cos"],
                               "difference_ci": list(percentile_interval(diff))}
-        rec["verdict"] = _verdict(rec)
+        rec["verdict"] = _verdict(rec) if reliable else (
+            "undetermined (the concept direction is not reproducible across template halves)")
         out[cond] = rec
     return out
 
