@@ -281,3 +281,33 @@ def test_component_directions_add_up_to_the_residual_direction(runs: dict[str, A
                                            atol=1e-4 * np.abs(total).max())
     comps = {(r["component"], r["condition"]) for r in result["alignment"]}
     assert {("attn_out", "test-unbiased"), ("mlp_out", "test-unbiased")} <= comps
+
+
+def test_review_rounds_of_a_real_run_are_projected(tmp_path: Path, model: LoadedModel) -> None:
+    """A run with the review condition caches its first round; its trajectory is the hand
+    projection of ``run.cache.at_round(hook, 0)``."""
+    from probe.analysis.superficial import concept
+    from probe.analysis.superficial.run import run_superficial
+    from probe.config import RunConfig
+    from probe.engine.study import run_study
+    from probe.store.opened_run import Run
+    from tests.conftest_data import write_jsonl
+
+    data = tmp_path / "data"
+    write_jsonl(data / "bbq" / "Age.jsonl", age_items())
+    cfg = RunConfig(model="tiny-random", benchmarks=["bbq"], mode="letter",
+                    conditions=["baseline", "review"], data_dir=str(data), batch_size=8,
+                    max_new_tokens=4, cache_acts=True, counterbalance=False)
+    run_study(cfg, tmp_path / "run", loaded=model)
+    out = run_superficial(tmp_path / "run", loaded=model, n_boot=200)
+    assert out["trajectories"]["rounds"] == {"review": 2}
+    assert out["trajectories"]["rounds_note"] is None
+    run = Run(tmp_path / "run")
+    vectors, index = concept.load(run.path)  # type: ignore[misc]
+    units = concept.unit(vectors, "anti", PLANT_HOOK)
+    X = run.cache.at_round(PLANT_HOOK, 0).double().numpy()
+    rows = run.where(condition="review")
+    want = np.mean([X[i] @ units[index["folds"][run.rows[i]["group"]]] for i in rows])
+    rec = next(r for r in out["trajectories"]["records"]
+               if r["hook"] == PLANT_HOOK and r["condition"] == "review" and r["round"] == 0)
+    assert rec["mean"] == pytest.approx(float(want), rel=1e-6) and rec["n"] == len(rows)

@@ -106,11 +106,11 @@ class RoundCache:
     def __getitem__(self, hook: str) -> torch.Tensor:
         return self.final[:, None, :]
 
-    def n_rounds(self, condition: str) -> int:
-        return len(self.rounds) if condition == "review" else 0
+    def n_rounds(self, condition: str) -> int:  # as probe.store.act_rounds: 1 single-turn
+        return 1 + len(self.rounds) if condition == "review" else 1
 
     def at_round(self, hook: str, round_: int) -> torch.Tensor:
-        return self.rounds[round_]
+        return self.rounds[round_] if round_ < len(self.rounds) else self.final
 
 
 class PlainCache(RoundCache):
@@ -145,7 +145,7 @@ def test_cached_rounds_get_their_own_trajectories() -> None:
     run, sel, vectors = _round_run(with_rounds=True)
     out = trajectories(run, sel, vectors, "anti", [HOOK], n_boot=200)
     units = unit(vectors, "anti", HOOK)
-    assert out["rounds"] == {"review": 2} and out["rounds_note"] is None
+    assert out["rounds"] == {"review": 3} and out["rounds_note"] is None
     for r in (0, 1):
         rec = next(x for x in out["records"] if x["condition"] == "review" and x["round"] == r)
         X = run.cache.at_round(HOOK, r).double().numpy()[12:]

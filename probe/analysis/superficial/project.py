@@ -74,7 +74,9 @@ def project(X: np.ndarray, units: list[np.ndarray], fold: np.ndarray) -> np.ndar
 
 
 def rounds_of(cache: Any, condition: str) -> int:
-    """How many review rounds the cache stores for ``condition`` (0: final position only)."""
+    """Rounds :meth:`~probe.store.act_rounds.RoundsView.at_round` reads for ``condition``: 1
+    for a single-turn condition, 2 for ``review``; 0 where earlier rounds were not cached
+    (runs cached before rounds were stored)."""
     n_rounds = getattr(cache, "n_rounds", None)
     if not callable(n_rounds) or not callable(getattr(cache, "at_round", None)):
         return 0

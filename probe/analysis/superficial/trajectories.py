@@ -4,10 +4,12 @@ Per hook (layer x component: resid_post, attn_out, mlp_out, as cached) and condi
 mean over the condition's analysed rows of the projection on the held-out unit concept
 direction (:mod:`probe.analysis.superficial.project`), with a 95% percentile bootstrap
 interval that resamples templates (:func:`probe.scoring.stats.bootstrap_ci`). A multi-turn
-condition whose rounds are cached gets one trajectory per round (``round`` 0, 1, ...; the
-final position of the row is ``round`` None). Next to them, the behaviour of the *same rows*:
-per context the BBQ bias score with its template interval (:func:`probe.scoring.bbq.cell_metrics`)
-and the share of rows that chose the stereotyped answer.
+condition whose earlier rounds are cached (``review``: round 0 is the first answer's
+position) gets one trajectory per earlier round (``round`` 0, ...); ``round`` None is the
+row's final (scored) answer position, for every condition. Next to them, the behaviour of
+the *same rows*: per context the BBQ bias score with its template interval
+(:func:`probe.scoring.bbq.cell_metrics`) and the share of rows that chose the stereotyped
+answer.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def trajectories(run: Any, sel: Rows, vectors: dict[str, np.ndarray], contrast: 
             keys = [sel.cluster[i] for i in pos]
             base = {"hook": hook, "layer": layer, "component": comp, "condition": cond}
             records.append({**base, "round": None, **mean_ci(z_final[pos], keys, n_boot, seed)})
-            for r in range(rounds[cond]):
+            for r in range(rounds[cond] - 1):  # the last round is the final position
                 z = project(states(run, hook, sel, r), units, sel.fold)
                 records.append({**base, "round": r, **mean_ci(z[pos], keys, n_boot, seed)})
     multi = {str(r["condition"]) for r in sel.rows if (r.get("meta") or {}).get("history")}
@@ -78,7 +80,7 @@ def trajectories(run: Any, sel: Rows, vectors: dict[str, np.ndarray], contrast: 
     return {
         "records": records,
         "behaviour": {c: behaviour(sel, c, n_boot, seed) for c in conditions},
-        "rounds": {c: n for c, n in rounds.items() if n},
+        "rounds": {c: n for c, n in rounds.items() if n > 1},
         "rounds_note": (None if not missing else
                         "earlier review rounds are not cached in this run (final answer "
                         f"position only) for: {', '.join(missing)}"),
