@@ -206,14 +206,17 @@ def test_report_says_when_the_steered_value_is_inside_the_random_band(
     assert (low <= here["readout"]["mean"] <= high) == ("not distinguishable" in rec["verdict"])
 
 
-def test_bad_random_direction_counts_are_refused(tmp_path: Path) -> None:
-    """0 random directions is a usage error at the command line and in the API (before the
-    run or the model is loaded)."""
+def test_bad_random_direction_counts_and_alphas_are_refused(tmp_path: Path) -> None:
+    """0 random directions or no finite alpha is a usage error at the command line and in
+    the API (before the model is loaded)."""
     from probe.commands.analysis import steer
     from probe.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--n-random"):
         st.run_steering(str(tmp_path), "instruct-1", n_random=0)
+    for alphas in ([], [float("nan")]):
+        with pytest.raises(ConfigError, match="--alphas"):
+            st.run_steering(str(tmp_path), "instruct-1", alphas=alphas)
     group = click.Group()
     group.add_command(steer)
     res = CliRunner().invoke(group, ["steer", str(tmp_path), "--instruction", "instruct-1",

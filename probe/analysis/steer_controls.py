@@ -23,7 +23,9 @@ import torch
 from probe.engine.inference import Engine
 
 N_RANDOM = 20
-DEFAULT_ALPHAS = [-2.0, -1.0, -0.5, 0.0, 0.25, 0.5, 1.0, 2.0]
+# 0 (the run itself), a fraction and 1 (the instruction's own mean shift). Each other alpha
+# costs 1 + N_RANDOM re-scorings of the baseline per layer (docs/methods.md, Steering).
+DEFAULT_ALPHAS = [0.0, 0.5, 1.0]
 
 
 class LastPromptAdd:

@@ -192,6 +192,9 @@ def run_steering(run_dir: str, instruction: str, layers: list[int] | None = None
     if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 1:
         raise ConfigError(f"--n-random {n_random!r}: need a whole number of random "
                           f"directions >= 1 (default {sc.N_RANDOM})")
+    alphas = list(sc.DEFAULT_ALPHAS) if alphas is None else alphas
+    if not alphas or not all(np.isfinite(a) for a in alphas):
+        raise ConfigError(f"--alphas {alphas}: need at least one finite number")
     from probe.scoring.metrics import json_safe
     from probe.store.io import atomic_write_json
 
@@ -201,7 +204,6 @@ def run_steering(run_dir: str, instruction: str, layers: list[int] | None = None
     bad = [L for L in layers if not 0 <= L < loaded.n_layers]
     if bad or not layers:
         raise ConfigError(f"--layers {bad or layers}: need layers in 0..{loaded.n_layers - 1}")
-    alphas = list(sc.DEFAULT_ALPHAS) if alphas is None else alphas
     units = [Unit(it, ans.BASELINE) for it in run.items if run.row(it.item_id, ans.BASELINE)]
     if not units:
         raise ConfigError(f"run {run_dir} has no baseline rows to steer")

@@ -95,9 +95,10 @@ def patch(run: Path, instruction: str, baseline: str, positions: int | None,
 @click.option("--instruction", required=True,
               help=f"{INSTRUCTION_HELP}; direction = its mean resid minus baseline's.")
 @click.option("--layers", default=None, help="Comma-separated layers (default: 3 spread out).")
-@click.option("--alphas", default="-2,-1,-0.5,0,0.25,0.5,1,2", show_default=True,
+@click.option("--alphas", default="0,0.5,1", show_default=True,
               help="Multiples of the direction (1 = the instruction's mean shift), added at "
-                   "the last prompt position.")
+                   "the last prompt position; each non-zero alpha costs 1 + --n-random "
+                   "re-scorings of the baseline per layer.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random control's seed.")
 @click.option("--n-random", type=click.IntRange(min=1), default=20, show_default=True,
               help="Norm-matched random directions in the control band.")
