@@ -121,7 +121,7 @@ def test_placebo_control_is_recorded_and_judged(tmp_path: Path) -> None:
     assert ctrl["gap"]["mean"] == pytest.approx(float(np.mean(want)), abs=1e-4)
     low, high = ctrl["instruct-1_minus_control"]["ci"]
     assert (ctrl["verdict"] == NOT_DISTINGUISHABLE) == (low <= 0 <= high)
-    assert "control (placebo-1)" in patching_where(out)
+    assert f"Control placebo-1 (n={ctrl['n']} items)" in patching_where(out)
     # The instruction as its own control cannot be told apart from it.
     same = run_patching(str(run_dir), "instruct-1", "negate-1", loaded=loaded,
                         control="instruct-1")["control"]

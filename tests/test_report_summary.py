@@ -215,3 +215,25 @@ def test_steering_summary_compares_with_the_random_direction() -> None:
                                    {0.0: zero, 4.0: (0.05, -0.1, 0.2)}))
     assert "not distinguishable from the control" in null
     assert steering_where({"results": []}) == ""
+
+
+def test_patching_control_shows_its_difference_interval_n_and_verdict() -> None:
+    """The placebo control reads as a sentence with the instruction-minus-control difference,
+    its interval, n and the verdict; under MIN_ITEMS items it cannot 'differ'."""
+    from probe.analysis.patch_control import MIN_ITEMS, NOT_DISTINGUISHABLE, control_verdict
+    from probe.presentation.report_where import patching_where
+
+    data = patching({"attn": [0.1], "mlp": [0.2]}, reliable=False)
+    data["meta"] = {"source": "instruct-1", "target": "negate-1", "n_items": 7}
+    for ci, n in (([0.05, 0.3], 7), ([-0.1, 0.3], 7), ([0.2, 0.2], 1)):
+        diff = {"mean": 0.15, "ci": ci, "n": n}
+        verdict, note = control_verdict(diff, n)
+        data["control"] = {"name": "placebo-1", "target": "negate-1", "n": n,
+                           "gap": {"mean": -0.1, "ci": [-0.2, 0.0]},
+                           "instruct-1_minus_control": diff, "verdict": verdict, "note": note}
+        where = patching_where(data)
+        assert "Control placebo-1 (n=" + str(n) + " items)" in where
+        assert "instruct-1 − placebo-1 0.150 [" in where
+        assert (verdict == NOT_DISTINGUISHABLE) == (ci[0] <= 0 <= ci[1] or n < MIN_ITEMS)
+        assert verdict in where and "is differs" not in where
+        assert (note is not None) == (n < MIN_ITEMS) and (note is None or note in where)

@@ -21,6 +21,7 @@ from probe.analysis import readout as ro
 from probe.engine.inference import Engine
 
 NOT_DISTINGUISHABLE = "not distinguishable from the control"
+MIN_ITEMS = 5  # fewer items make the bootstrap interval degenerate (one item: [x, x])
 
 
 def default_control(run: ans.RunData, source: str) -> str | None:
@@ -54,8 +55,19 @@ def control_block(run: ans.RunData, engine: Engine, control: str, source: str, t
     ctrl = np.array([found[item_ids[k]] for k in keep])
     s, t = src[keep], tgt[keep]
     diff = ans.mean_ci(s - ctrl)
-    low, high = diff["ci"]
-    verdict = (NOT_DISTINGUISHABLE if low is None or high is None or low <= 0 <= high
-               else "differs from the control")
+    verdict, note = control_verdict(diff, len(keep))
     return {"name": control, "source": control, "target": target, "n": len(keep),
-            "gap": gap_summary(ctrl, t), f"{source}_minus_control": diff, "verdict": verdict}
+            "gap": gap_summary(ctrl, t), f"{source}_minus_control": diff, "verdict": verdict,
+            "note": note}
+
+
+def control_verdict(diff: dict[str, Any], n: int) -> tuple[str, str | None]:
+    """Verdict on the instruction-minus-control difference, and why when it cannot differ:
+    an interval containing 0, or fewer than MIN_ITEMS items (a degenerate interval)."""
+    low, high = diff.get("ci") or [None, None]
+    if n < MIN_ITEMS:
+        return NOT_DISTINGUISHABLE, (f"n={n} items: too few for an interval (at least "
+                                     f"{MIN_ITEMS})")
+    if low is None or high is None or low <= 0 <= high:
+        return NOT_DISTINGUISHABLE, None
+    return "differs from the control", None

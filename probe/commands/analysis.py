@@ -80,8 +80,10 @@ def patch(run: Path, instruction: str, baseline: str, positions: int | None,
         click.echo(metric["gap"]["note"])
     ctrl = out.get("control")
     if ctrl:
-        click.echo(f"control {ctrl['name']}: gap {_fmt(ctrl['gap'])}; {instruction} minus "
-                   f"control {_fmt(ctrl[f'{instruction}_minus_control'])}: {ctrl['verdict']}")
+        note = f" ({ctrl['note']})" if ctrl.get("note") else ""
+        click.echo(f"control {ctrl['name']} (n={ctrl['n']}): gap {_fmt(ctrl['gap'])}; "
+                   f"{instruction} minus control "
+                   f"{_fmt(ctrl[f'{instruction}_minus_control'])}: {ctrl['verdict']}{note}")
     key = "normalised" if metric["gap"]["reliable"] else "delta"
     click.echo(f"denoising, {key} at the last position:")
     for label, row in zip(out["resid"]["labels"], out["resid"]["denoise"], strict=True):

@@ -35,12 +35,18 @@ CAPTIONS: dict[str, str] = {
     "winogender_scatter.png": "Winogender P(female) per occupation vs BLS % women; r in legend.",
     "winogender_rates.png": "Winogender pronoun choice (male/female/neutral) per condition.",
     "probes.png": "Linear probe accuracy per layer (grouped CV), with the control task "
-                  "(random labels per template cluster), 5-95% of 100 draws.",
+                  "(random labels per template cluster), 5-95% of its draws.",
     "directions.png": "Self-correction directions: held-out cosine with the bias direction "
                       "per layer (95% CI), grey = shuffled-condition control (5-95%).",
     "patching_resid.png": "Activation patching of the residual stream (layer x position), "
-                          "denoising and noising; 1 = source behaviour, 0 = target.",
-    "patching_components.png": "Activation patching of attn_out / mlp_out per layer.",
+                          "denoising and noising: normalised effect (0 none, 1 the full "
+                          "source-target gap) when the gap is reliable, else the raw patched "
+                          "- unpatched readout in nats (see the panel titles); dotted cells: "
+                          "95% interval includes 0.",
+    "patching_components.png": "Activation patching of attn_out / mlp_out per layer (all "
+                               "patched positions at once), with 95% intervals over items.",
+    "patching_heads.png": "Activation patching of each attention head (attn.hook_z, all "
+                          "patched positions at once) per layer, denoising and noising.",
     "steering.png": "Steering the baseline along the self-correction direction (last prompt "
                     "position, held-out templates): bias score vs alpha per layer; dashed and "
                     "shaded = median and 5-95% of norm-matched random directions.",

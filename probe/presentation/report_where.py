@@ -71,8 +71,26 @@ def component_peak(data: dict[str, Any], measure: str) -> dict[str, Any] | None:
     return best
 
 
+def _placebo_text(data: dict[str, Any], found: dict[str, Any]) -> str | None:
+    """A placebo control as patching.json records it: its gap to the same target, and the
+    instruction-minus-control difference with interval, n and verdict."""
+    source = _get(data, "meta", "source")
+    diff = found.get(f"{source}_minus_control")
+    if not isinstance(diff, dict) or "mean" not in diff:
+        return None
+    gap = found.get("gap") or {}
+    name, target = found.get("name") or "control", found.get("target") or "the target"
+    text = (f"Control {name} (n={found.get('n')} items): its readout gap to {target} "
+            f"{with_ci(gap.get('mean'), gap.get('ci'))}; {source} − {name} "
+            f"{with_ci(diff.get('mean'), diff.get('ci'))}: {found.get('verdict')}")
+    return text + (f" ({found['note']})" if found.get("note") else "")
+
+
 def _control_text(data: dict[str, Any]) -> str:
     """The patching control (a placebo pair, say) if the file records one."""
+    placebo = data.get("control")
+    if isinstance(placebo, dict) and (text := _placebo_text(data, placebo)):
+        return text
     for place in (data, data.get("meta") or {}):
         for key in CONTROL_KEYS:
             found = place.get(key) if isinstance(place, dict) else None
