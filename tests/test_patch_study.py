@@ -69,6 +69,11 @@ def test_patch_command_on_an_aligned_run(tmp_path: Path, mode: str) -> None:
         or mode == "text"  # text: the unembedding also reads the option tails
     for name in ("patching_resid.png", "patching_components.png", "patching_heads.png"):
         assert (run / "plots" / name).stat().st_size > 1000
+    from probe.presentation.report_analyses import patching_html
+
+    table = patching_html(out)  # the report's table says what it shows of the grid, and n
+    assert f"all {len(meta['first_item_tokens'])} patched positions (every position)" in table
+    assert f"over n={meta['n_items']} items" in table
 
 
 def test_patch_command_on_an_unaligned_run(tmp_path: Path) -> None:

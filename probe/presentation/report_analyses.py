@@ -113,7 +113,12 @@ def patching_html(data: dict[str, Any]) -> str:
             for i, layer in enumerate(comps["layers"])]
     heads = [f"{c}_out {d}" for d in ("denoise", "noise") for c in ("attn", "mlp")
              if c in comps.get(d, {})]
-    return (f"<p>Last position; {esc(what)}; 95% bootstrap intervals over items.</p>"
+    meta = data.get("meta") or {}
+    n_pos = len(resid.get("positions") or [])
+    scope = (f"last position here; all {n_pos} patched positions ({meta.get('scope', '?')}) "
+             "are in the residual-stream figure" if n_pos > 1 else "last position")
+    return (f"<p>{esc(scope[0].upper() + scope[1:])}; {esc(what)}; 95% bootstrap intervals "
+            f"over n={esc(meta.get('n_items', '?'))} items.</p>"
             + table(["layer", "residual hook", "denoise", "noise"], rows)
             + table(["layer", *heads], bars) + _heads_table(data, measure))
 
