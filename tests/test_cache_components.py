@@ -156,3 +156,17 @@ def test_real_model_components_equal_plain_hf(real_model):
                   + got[f"blocks.{layer}.hook_mlp_out"])
         torch.testing.assert_close(got[f"blocks.{layer}.hook_resid_post"], summed, atol=1e-4,
                                    rtol=1e-4)
+
+
+def test_sdpa_attention_caches_the_same_components_and_rounds(run, tiny, data_dir, tmp_path):
+    """``hook_attn_out`` fires on the fused kernel's path too (it hooks the attention
+    module's output, not its internals): sdpa equals eager, every round."""
+    out = tmp_path / "sdpa"
+    run_study(_cfg(data_dir, attention="sdpa"), out, loaded=tiny)
+    fast = Run(out)
+    assert [r["output"] for r in fast.rows] == [r["output"] for r in run.rows]
+    for hook in ("blocks.0.hook_attn_out", "blocks.1.hook_mlp_out", "blocks.1.hook_resid_post"):
+        torch.testing.assert_close(fast.cache[hook], run.cache[hook], atol=1e-5, rtol=1e-5)
+        for r in (0, 1):
+            torch.testing.assert_close(fast.cache.at_round(hook, r), run.cache.at_round(hook, r),
+                                       atol=1e-5, rtol=1e-5, equal_nan=True)
