@@ -49,12 +49,16 @@ def _alignment_table(data: dict[str, Any], cond: str) -> str:
             continue
         rnd, plc = a.get("random") or {}, a.get("placebo") or {}
         band = rnd.get("band_95") or [None, None]
-        rows.append([a.get("layer"), a.get("component"), with_ci(a.get("cosine"), a.get("ci")),
+        check = a.get("direction") or {}
+        rows.append([a.get("layer"), a.get("component"),
+                     f"{fmt(check.get('split_half_cosine'))} (p={fmt(check.get('split_half_p'))})",
+                     with_ci(a.get("cosine"), a.get("ci")),
                      f"[{fmt(band[0])}, {fmt(band[1])}]", fmt(rnd.get("p_value")),
                      plc.get("condition", "none in run"),
                      with_ci(plc.get("difference"), plc.get("difference_ci")) if plc else "-",
                      a.get("n_pairs"), a.get("verdict")])
-    return table(["layer", "component", "cosine [95% CI]", "random 95%", "p", "placebo",
+    return table(["layer", "component", "direction split-half cosine", "cosine [95% CI]",
+                  "random 95%", "p", "placebo",
                   "minus placebo [95% CI]", "n pairs", "verdict"], rows)
 
 
