@@ -41,8 +41,9 @@ def _ci(block: dict[str, Any] | None) -> str:
 @click.option("--causal-layers", default=None,
               help="Comma-separated layers: add the concept direction there and re-score "
                    "(needs the model; default: no causal check).")
-@click.option("--alphas", default="-2,-1,0,1,2", show_default=True,
-              help="Multiples of the raw concept direction for --causal-layers.")
+@click.option("--alphas", default="-1,0,1", show_default=True,
+              help="Multiples of the raw concept direction for --causal-layers; each nonzero "
+                   "alpha re-scores the baseline 1 + --n-random times per layer.")
 @click.option("--n-random", type=click.IntRange(min=1), default=20, show_default=True,
               help="Norm-matched random directions in the causal check's control band.")
 @click.option("--n-boot", type=click.IntRange(min=100), default=1000, show_default=True,

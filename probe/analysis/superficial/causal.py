@@ -28,7 +28,9 @@ from probe.engine.models import LoadedModel
 from probe.engine.pipeline import Unit
 from probe.errors import ConfigError
 
-DEFAULT_ALPHAS = [-2.0, -1.0, 0.0, 1.0, 2.0]
+# Each nonzero alpha costs 1 + n_random re-scorings of the baseline per layer (probe steer's
+# cost; docs/methods.md): away from and toward the stereotyped answer, one step each.
+DEFAULT_ALPHAS = [-1.0, 0.0, 1.0]
 
 
 def causal_check(run_dir: Path, vectors: dict[str, np.ndarray], index: dict[str, Any],
