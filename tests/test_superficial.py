@@ -311,3 +311,30 @@ def test_review_rounds_of_a_real_run_are_projected(tmp_path: Path, model: Loaded
     rec = next(r for r in out["trajectories"]["records"]
                if r["hook"] == PLANT_HOOK and r["condition"] == "review" and r["round"] == 0)
     assert rec["mean"] == pytest.approx(float(want), rel=1e-6) and rec["n"] == len(rows)
+
+
+def test_limit_and_a_run_without_activations(runs: dict[str, Any], model: LoadedModel,
+                                             tmp_path: Path) -> None:
+    """--limit keeps the first N items per category of the run; a run cached without
+    activations is refused with one line and exit 2."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from probe.analysis.superficial.run import run_superficial
+    from probe.cli import cli
+    from probe.config import RunConfig
+    from probe.engine.study import run_study
+
+    path = tmp_path / "run"
+    shutil.copytree(runs["plain"][0], path)
+    out = run_superficial(path, n_boot=100, limit=6, controls=CONTROLS)
+    assert out["meta"]["n_items"] == 6 and out["meta"]["limit"] == 6
+    bare = tmp_path / "bare"
+    cfg = RunConfig(model="tiny-random", benchmarks=["bbq"], mode="letter",
+                    conditions=["baseline"], counterbalance=False, max_new_tokens=4,
+                    data_dir=str(runs["plain"][0].parent / "data"))
+    run_study(cfg, bare, loaded=model)
+    res = CliRunner().invoke(cli, ["superficial", str(bare)])
+    assert res.exit_code == 2 and "no activations" in res.output
+    assert len(res.output.strip().splitlines()) == 1
