@@ -225,7 +225,7 @@ def test_patching_control_shows_its_difference_interval_n_and_verdict() -> None:
 
     data = patching({"attn": [0.1], "mlp": [0.2]}, reliable=False)
     data["meta"] = {"source": "instruct-1", "target": "negate-1", "n_items": 7}
-    for ci, n in (([0.05, 0.3], 7), ([-0.1, 0.3], 7), ([0.2, 0.2], 1)):
+    for ci, n in (([0.05, 0.3], 7), ([-0.3, -0.05], 7), ([-0.1, 0.3], 7), ([0.2, 0.2], 1)):
         diff = {"mean": 0.15, "ci": ci, "n": n}
         verdict, note = control_verdict(diff, n)
         data["control"] = {"name": "placebo-1", "target": "negate-1", "n": n,
@@ -236,4 +236,7 @@ def test_patching_control_shows_its_difference_interval_n_and_verdict() -> None:
         assert "instruct-1 − placebo-1 0.150 [" in where
         assert (verdict == NOT_DISTINGUISHABLE) == (ci[0] <= 0 <= ci[1] or n < MIN_ITEMS)
         assert verdict in where and "is differs" not in where
+        if verdict != NOT_DISTINGUISHABLE:  # which side of the control
+            side = "larger" if ci[0] > 0 else "smaller"
+            assert verdict == f"differs from the control (the instruction gap is {side})"
         assert (note is not None) == (n < MIN_ITEMS) and (note is None or note in where)

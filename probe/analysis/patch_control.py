@@ -70,4 +70,7 @@ def control_verdict(diff: dict[str, Any], n: int) -> tuple[str, str | None]:
                                      f"{MIN_ITEMS})")
     if low is None or high is None or low <= 0 <= high:
         return NOT_DISTINGUISHABLE, None
-    return "differs from the control", None
+    # which side: an instruction that moves the readout less than a neutral placebo also
+    # "differs", and must not read as an effect beyond it
+    side = "larger" if low > 0 else "smaller"
+    return f"differs from the control (the instruction gap is {side})", None
