@@ -94,7 +94,9 @@ def _hf_layer_outputs(p: Pair, text: str) -> list[torch.Tensor]:
 
 def test_greedy_generation_equals_hf(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
     tok, texts = pair.loaded.tokenizer, _prompts(pair.loaded)
-    engine = Engine(pair.loaded, batch_size=len(texts))
+    # Every pass in the bridge (as when hooks are attached); the default engine, which runs
+    # hook-free passes through the un-bridged twin, is checked against the same output below.
+    engine = Engine(pair.loaded, batch_size=len(texts), plain=False)
     bridged_generate, token_ids = pair.loaded.hf_model.generate, []
 
     def keeping_ids(*args: Any, **kwargs: Any) -> torch.Tensor:
@@ -112,6 +114,7 @@ def test_greedy_generation_equals_hf(pair: Pair, monkeypatch: pytest.MonkeyPatch
     assert torch.equal(token_ids[0], out)  # token for token, padding included
     theirs = tok.batch_decode(out[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
     assert ours == theirs and any(ours)
+    assert Engine(pair.loaded, batch_size=len(texts)).generate_batch(texts, 8) == theirs
 
 
 @pytest.mark.parametrize("mode", ["text", "letter"])
@@ -119,11 +122,13 @@ def test_option_scores_equal_hf_full_forwards(pair: Pair, mode: str) -> None:
     prefix, options = (LETTER_PREFIX, list(LETTERS[:3])) if mode == "letter" else ("",
                                                                                  TEXT_OPTIONS)
     texts = _prompts(pair.loaded, prefix)
-    got = Engine(pair.loaded, batch_size=len(texts)).option_logprobs_batch(
-        texts, [options] * len(texts))
-    for text, row in zip(texts, got, strict=True):
-        want = [_hf_option_score(pair, text, o) for o in options]
-        assert row == pytest.approx(want, abs=1e-4), pair.family
+    # The bridge (hooked passes) and the un-bridged twin (hook-free passes) both.
+    for plain in (False, True):
+        got = Engine(pair.loaded, batch_size=len(texts), plain=plain).option_logprobs_batch(
+            texts, [options] * len(texts))
+        for text, row in zip(texts, got, strict=True):
+            want = [_hf_option_score(pair, text, o) for o in options]
+            assert row == pytest.approx(want, abs=1e-4), (pair.family, plain)
 
 
 def test_cached_resid_post_equals_hf_layer_outputs(pair: Pair) -> None:

@@ -17,9 +17,11 @@ from probe.commands.scale import bench_cmd
 from probe.errors import ConfigError
 
 ROWS = ["hf generate (eager)", "hf generate (sdpa)", "probe generate",
-        "probe generate + capture", "probe generate (sdpa)", "hf forward (eager) letter",
+        "probe generate + capture", "probe generate (sdpa)", "probe generate (bridge only)",
+        "probe generate + capture (bridge only)", "hf forward (eager) letter",
         "hf forward (sdpa) letter", "probe letter", "probe letter + capture",
-        "probe letter (sdpa)", "hf forward (eager) text", "probe text"]
+        "probe letter (sdpa)", "hf forward (eager) text", "hf forward (sdpa) text",
+        "hf forward (eager) text, prompt only", "probe text"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -40,7 +42,7 @@ def test_bench_command_reports_every_row(tmp_path, data_dir):
         assert row["name"] in result.output
         assert row["seconds"] > 0 and math.isfinite(row["items_per_s"])
         assert math.isfinite(row["tokens_per_s"]) and row["tokens_per_s"] > 0
-        if row["reference"] is None:
+        if row["is_reference"] and not row["bound"]:
             assert row["ratio"] is None
         else:
             assert math.isfinite(row["ratio"]) and row["ratio"] > 0
@@ -48,7 +50,7 @@ def test_bench_command_reports_every_row(tmp_path, data_dir):
             assert row["status"] in ("PASS", "FAIL") and row["status"] in result.output
     # Greedy generation through the bridge equals the un-bridged copy of the weights.
     assert all(r["same_output"] for r in data["rows"] if r["group"] == "generate"
-               and r["reference"] is not None)
+               and r["name"] != "hf generate (eager)")
     assert data["meta"]["n_items"] == 3 and data["memory"] == []
     # Prompt-pass rows carry a FLOP rate and its share of the measured matmul rate.
     peak = data["meta"]["matmul_tflops"]
@@ -102,3 +104,29 @@ def test_llama_shape_needs_a_gpu_and_has_llama2_7b_size():
     h, f, n_layers, vocab = 4096, 11008, 32, 32000
     expected = 2 * vocab * h + n_layers * (4 * h * h + 3 * h * f + 2 * h) + h
     assert sum(p.numel() for p in model.parameters()) == expected
+
+
+def test_ratios_are_against_the_fastest_plain_reference():
+    """A row's ratio is the faster of the group's plain-HF references over its time; a bound
+    row (a cheaper computation than the task) is never the reference."""
+    from probe.bench.config import Row
+    from probe.bench.run import measure
+
+    costs = {"hf a": 0.02, "hf b": 0.01, "bound": 0.001, "probe": 0.0125}
+
+    def task_of(name):
+        def task(warm):
+            import time
+            time.sleep(costs[name])
+            return None, 10
+        return task
+
+    plan = [(Row("hf a", "g", None, is_reference=True), task_of("hf a")),
+            (Row("hf b", "g", None, is_reference=True), task_of("hf b")),
+            (Row("bound", "g", None, is_reference=True, bound=True), task_of("bound")),
+            (Row("probe", "g", None, target=0.95), task_of("probe"))]
+    rows = {r.name: r for r in measure(plan, repeats=3, device="cpu", n_items=1)}
+    assert rows["probe"].reference == "hf b" and rows["bound"].reference == "hf b"
+    assert rows["probe"].ratio == pytest.approx(rows["hf b"].seconds / rows["probe"].seconds)
+    assert rows["probe"].ratio < 1 and rows["probe"].status == "FAIL"
+    assert rows["hf a"].ratio is None and rows["hf b"].ratio is None

@@ -24,6 +24,7 @@ from probe.data.items import Item
 from probe.data.winogender import item_from_template
 from probe.engine.inference import Engine
 from probe.engine.pipeline import Unit, run_batch
+from probe.engine.plain import twin
 from probe.scoring.modes import mode_prefix
 from tests.tokenizer_families import FAMILIES, tiny_bridged, tokenizer_of
 
@@ -99,15 +100,22 @@ def _record(monkeypatch: pytest.MonkeyPatch, engine: Engine) -> dict[str, list[A
         seen["packed"].append((rows, conts))
         return pack(prompt_ids, mask, conts, pad_id)
 
-    generate = engine.model.generate
+    def spying(model: Any) -> Any:
+        generate = model.generate
 
-    def generating(*args: Any, input_ids: Any, attention_mask: Any, **kwargs: Any) -> Any:
-        seen["generate"].append([input_ids[b][attention_mask[b].bool()].tolist()
-                                 for b in range(len(input_ids))])
-        return generate(*args, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        def generating(*args: Any, input_ids: Any, attention_mask: Any, **kwargs: Any) -> Any:
+            seen["generate"].append([input_ids[b][attention_mask[b].bool()].tolist()
+                                     for b in range(len(input_ids))])
+            return generate(*args, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+        return generating
 
     monkeypatch.setattr(probe.engine.inference, "pack_options", packing)
-    monkeypatch.setattr(engine.model, "generate", generating)
+    # Hook-free generation runs through the un-bridged twin (probe.engine.plain), hooked
+    # generation through the bridged model: spy on both.
+    plain = twin(engine.loaded, engine.attention)
+    for model in (engine.model, plain):
+        monkeypatch.setattr(model, "generate", spying(model))
     return seen
 
 

@@ -12,8 +12,9 @@ GPU. The caching-memory check runs ``run_study(cache_acts=True)`` in fresh subpr
 from __future__ import annotations
 
 from probe.bench.config import SHAPES, TARGETS, BenchConfig, Row
-from probe.bench.models import bench_prompts, plain_copy, shape_config, shape_model
+from probe.bench.models import bench_prompts, shape_config, shape_model
 from probe.bench.run import measure, run_bench
+from probe.engine.plain import plain_copy
 
 __all__ = ["SHAPES", "TARGETS", "BenchConfig", "Row", "bench_prompts", "measure",
            "plain_copy", "run_bench", "shape_config", "shape_model"]

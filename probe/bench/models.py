@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,25 +43,6 @@ def shape_model(shape: str, device: str, dtype: str, force: bool) -> LoadedModel
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=resolve_dtype(dtype))
     return bridge_from_hf(f"{shape}-shape", model, tokenizer, device, dtype, source=shape)
-
-
-def plain_copy(loaded: LoadedModel, attn: str) -> Any:
-    """An un-bridged Hugging Face model over ``loaded``'s weights (shared, not copied: a
-    7B reference costs no second 13 GB; the models only read them)."""
-    from transformers import AutoModelForCausalLM
-    from transformers.initialization import no_init_weights
-
-    bridged = loaded.hf_model
-    # The weights are replaced below: skip the (slow) random initialisation.
-    with torch.device(loaded.device), no_init_weights():
-        ref = AutoModelForCausalLM.from_config(copy.deepcopy(bridged.config),
-                                               attn_implementation=attn, dtype=bridged.dtype)
-    # The bridge wraps each module as `<name>._original_component`; strip that to get HF keys.
-    state = {k.replace("._original_component", ""): v for k, v in bridged.state_dict().items()}
-    missing = ref.load_state_dict(state, strict=False, assign=True).missing_keys
-    if missing:
-        raise RuntimeError(f"weights not found in the bridged model: {missing[:3]}")
-    return ref.eval()
 
 
 @dataclass

@@ -12,25 +12,29 @@ def format_bench(result: dict[str, Any]) -> str:
         f"{meta['model']} ({meta['n_params'] / 1e6:.1f}M params, bridged attention "
         f"{meta['attn_bridged']}), {meta['device']} {meta['dtype']}, {meta['n_items']} BBQ "
         f"prompts (mean {meta['mean_prompt_tokens']:.0f} tokens), batch {meta['batch_size']}, "
-        f"{meta['new_tokens']} new tokens, median of {meta['repeats']}",
+        f"{meta['new_tokens']} new tokens, median of {meta['repeats']}"
+        + (" (CPU seconds of this process, not wall time)"
+           if meta.get("clock") == "process" else ""),
         f"{meta['date']}; {meta['cpu']} x{meta['cpu_count']}"
         + (f"; {meta['gpu']}" if meta["gpu"] else "")
         + f"; torch {meta['torch']} ({meta['torch_threads']} threads); load avg "
         f"{meta['load_avg_1m']:.1f} -> {meta['load_avg_1m_after']:.1f}", "",
-        f"{'row':30} {'items/s':>8} {'tok/s':>8} {'median s':>9} {'best s':>7} "
+        f"{'row':38} {'items/s':>8} {'tok/s':>8} {'median s':>9} {'best s':>7} "
         f"{'peak MB':>8} {'TFLOP/s':>8} {'%peak':>6} {'ratio':>6} {'target':>6}  status  "
         f"same out",
     ]
     for row in result["rows"]:
-        ratio = "ref" if row["reference"] is None else f"{row['ratio']:.2f}"
-        target = "" if row["target"] is None else f">={row['target']:.1f}"
+        ratio = "ref" if row["ratio"] is None else f"{row['ratio']:.2f}"
+        target = "" if row["target"] is None else f">={row['target']:.2f}"
         same = "" if row["same_output"] is None else ("yes" if row["same_output"] else "NO")
         flops = "" if row.get("tflops") is None else f"{row['tflops']:.3g}"
         share = "" if row.get("peak_share") is None else f"{100 * row['peak_share']:.1f}"
         lines.append(
-            f"{row['name']:30} {row['items_per_s']:8.2f} {row['tokens_per_s']:8.1f} "
+            f"{row['name']:38} {row['items_per_s']:8.2f} {row['tokens_per_s']:8.1f} "
             f"{row['seconds']:9.3f} {row['best']:7.3f} {row['peak_mb']:8.1f} {flops:>8} "
             f"{share:>6} {ratio:>6} {target:>6}  {row['status'] or '':6}  {same}")
+    lines.append("ratio: the group's fastest plain-HF reference time / the row's time (a bound "
+                 "row is a cheaper computation than the task, shown for scale)")
     lines.append("tok/s: prompt tokens for forward/likelihood rows, new tokens for generate rows;"
                  " peak MB: above the level before the row")
     if meta.get("matmul_tflops"):

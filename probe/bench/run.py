@@ -20,19 +20,21 @@ from probe.bench.tasks import Task, plan_rows
 from probe.engine.models import LoadedModel
 
 
-def measure(plan: list[tuple[Row, Task]], repeats: int, device: str, n_items: int) -> list[Row]:
+def measure(plan: list[tuple[Row, Task]], repeats: int, device: str, n_items: int,
+            clock: str = "wall") -> list[Row]:
     """Warm up every row (on one batch), time them round-robin, fill in rates, ratios and
-    PASS/FAIL."""
+    PASS/FAIL. ``clock`` "process" times CPU seconds of this process instead of wall time."""
+    now = time.process_time if clock == "process" else time.perf_counter
     times: dict[str, list[float]] = {row.name: [] for row, _ in plan}
     outputs, tokens = {}, {}
     for rnd in range(repeats + 1):  # round 0 is the warm-up
         for row, task in plan:
             with peak_memory(device) as mem:
-                start = time.perf_counter()
+                start = now()
                 out, n_tok = task(rnd == 0)
                 if device.startswith("cuda"):
                     torch.cuda.synchronize()
-                elapsed = time.perf_counter() - start
+                elapsed = now() - start
             row.peak_mb = max(row.peak_mb, mem["peak_mb"])
             if rnd == 1:
                 outputs[row.name], tokens[row.name] = out, n_tok
@@ -44,12 +46,15 @@ def measure(plan: list[tuple[Row, Task]], repeats: int, device: str, n_items: in
         # Probe rows count the reference's tokens: greedy outputs are the same text.
         n_tok = tokens[row.name] or tokens[row.reference or row.name]
         row.items_per_s, row.tokens_per_s = n_items / row.seconds, n_tok / row.seconds
-        if row.reference is not None:
-            ref = rows[row.reference]
-            row.ratio = ref.seconds / row.seconds
-            if outputs[row.name] is not None:
-                row.same_output = outputs[row.name] == outputs[ref.name]
-        if row.target is not None and row.ratio is not None:
+    for row in rows.values():
+        if row.reference is not None and outputs[row.name] is not None:
+            row.same_output = outputs[row.name] == outputs[row.reference]
+        if row.is_reference and not row.bound:
+            continue
+        fastest = min((r for r in rows.values() if r.group == row.group and r.is_reference
+                       and not r.bound), key=lambda r: r.seconds)
+        row.reference, row.ratio = fastest.name, fastest.seconds / row.seconds
+        if row.target is not None:
             row.status = "PASS" if row.ratio >= row.target else "FAIL"
     return list(rows.values())
 
@@ -66,6 +71,7 @@ def _meta(cfg: BenchConfig, loaded: LoadedModel, prompts: Prompts) -> dict[str, 
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpu": cpu, "cpu_count": os.cpu_count(),
         "gpu": torch.cuda.get_device_name() if cfg.device.startswith("cuda") else None,
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "clock": cfg.clock,
         "transformers": transformers.__version__,
         "load_avg_1m": os.getloadavg()[0],
         "model": f"{cfg.shape} (random weights)" if cfg.shape else loaded.name,
@@ -90,7 +96,8 @@ def run_bench(cfg: BenchConfig, memory: bool = True) -> dict[str, Any]:
         loaded = load_model(cfg.model, cfg.device, cfg.dtype)
     prompts = bench_prompts(loaded, cfg.data_dir, cfg.n_items)
     meta = _meta(cfg, loaded, prompts)
-    rows = measure(plan_rows(loaded, prompts, cfg), cfg.repeats, cfg.device, len(prompts.generate))
+    rows = measure(plan_rows(loaded, prompts, cfg), cfg.repeats, cfg.device,
+                   len(prompts.generate), cfg.clock)
     meta["load_avg_1m_after"] = os.getloadavg()[0]
     meta["matmul_tflops"] = matmul_tflops(cfg.device, cfg.dtype)
     add_flop_rates(rows, loaded, prompts, meta["matmul_tflops"])

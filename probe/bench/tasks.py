@@ -8,8 +8,9 @@ from typing import Any
 import torch
 
 from probe.bench.config import TARGETS, BenchConfig, Row
-from probe.bench.models import Prompts, plain_copy
+from probe.bench.models import Prompts
 from probe.engine.models import LoadedModel
+from probe.engine.plain import plain_copy
 
 # probe with --attention sdpa; left out for models that only the bridge's attention serves.
 SDPA_ROWS = ("probe generate (sdpa)", "probe letter (sdpa)")
@@ -84,37 +85,78 @@ def _probe_task(engine: Any, texts: list[str], options: list[list[str]] | None,
     return task
 
 
+def _hf_packed(model: Any, engine: Any, texts: list[str], options: list[list[str]],
+               size: int) -> Task:
+    """Plain HF scoring the options exactly as probe does: the same packed prompt+option rows
+    and block mask (built before timing, so the reference pays only the model call)."""
+    from probe.engine.packing import model_attention_mask, option_logprob_sums
+
+    packs = [engine.pack_batch(texts[i:i + size], options[i:i + size])
+             for i in range(0, len(texts), size)]
+    lengths = [engine.n_tokens(t) for t in texts]
+
+    @torch.inference_mode()
+    def task(warm: bool = False) -> tuple[list[str] | None, int]:
+        n_tokens = 0
+        for packed in packs[:1 if warm else None]:
+            width = packed.input_ids.shape[1]
+            out = model(input_ids=packed.input_ids, position_ids=packed.position_ids,
+                        attention_mask=model_attention_mask(packed, model.config, model.dtype),
+                        use_cache=False, logits_to_keep=width - packed.first_read)
+            option_logprob_sums(torch.log_softmax(out.logits.float(), dim=-1), packed)
+            n_tokens += len(packed.conts)
+        # Prompt tokens, as the other forward rows count them.
+        return None, sum(lengths[:n_tokens])
+
+    return task
+
+
 def plan_rows(loaded: LoadedModel, prompts: Prompts, cfg: BenchConfig) -> list[tuple[Row, Task]]:
+    """Every row with its task: the plain-HF references (eager and sdpa) of each group, then
+    probe's engine (which runs hook-free passes through the plain twin) and, for scale, the
+    engine with every pass in the bridge (``bridge only``)."""
     from probe.engine.hooks import Capture, resid_hook_names
     from probe.engine.inference import Engine
 
     engine, fast = Engine(loaded, cfg.batch_size), _sdpa_engine(loaded, cfg.batch_size)
+    bridged = Engine(loaded, cfg.batch_size, plain=False)
     eager, sdpa = plain_copy(loaded, "eager"), plain_copy(loaded, "sdpa")
     capture = Capture(resid_hook_names(loaded.n_layers), 1)
     eos, b = engine.eos_ids(), cfg.batch_size
     gen, ref_g = prompts.generate, "hf generate (eager)"
+    letter, l_opts = prompts.letter, prompts.letter_options
+    text, t_opts = prompts.text, prompts.text_options
     ref_l, ref_t = "hf forward (eager) letter", "hf forward (eager) text"
-    spec: list[tuple[str, str, str | None, Task]] = [
-        (ref_g, "generate", None, _hf_generate(eager, loaded, gen, cfg, eos)),
-        ("hf generate (sdpa)", "generate", ref_g, _hf_generate(sdpa, loaded, gen, cfg, eos)),
-        ("probe generate", "generate", ref_g, _probe_task(engine, gen, None, cfg)),
-        ("probe generate + capture", "generate", ref_g,
+    # (name, group, row whose outputs (generate) or token count it shares, is a
+    # reference, task)
+    spec: list[tuple[str, str, str | None, bool, Task]] = [
+        (ref_g, "generate", None, True, _hf_generate(eager, loaded, gen, cfg, eos)),
+        ("hf generate (sdpa)", "generate", ref_g, True,
+         _hf_generate(sdpa, loaded, gen, cfg, eos)),
+        ("probe generate", "generate", ref_g, False, _probe_task(engine, gen, None, cfg)),
+        ("probe generate + capture", "generate", ref_g, False,
          _probe_task(engine, gen, None, cfg, capture)),
-        ("probe generate (sdpa)", "generate", ref_g, _probe_task(fast, gen, None, cfg)),
-        (ref_l, "letter", None, _hf_forward(eager, loaded, prompts.letter, b)),
-        ("hf forward (sdpa) letter", "letter", ref_l, _hf_forward(sdpa, loaded, prompts.letter, b)),
-        ("probe letter", "letter", ref_l,
-         _probe_task(engine, prompts.letter, prompts.letter_options, cfg)),
-        ("probe letter + capture", "letter", ref_l,
-         _probe_task(engine, prompts.letter, prompts.letter_options, cfg, capture)),
-        ("probe letter (sdpa)", "letter", ref_l,
-         _probe_task(fast, prompts.letter, prompts.letter_options, cfg)),
-        (ref_t, "text", None, _hf_forward(eager, loaded, prompts.text, b)),
-        ("probe text", "text", ref_t,
-         _probe_task(engine, prompts.text, prompts.text_options, cfg)),
+        ("probe generate (sdpa)", "generate", ref_g, False, _probe_task(fast, gen, None, cfg)),
+        ("probe generate (bridge only)", "generate", ref_g, False,
+         _probe_task(bridged, gen, None, cfg)),
+        ("probe generate + capture (bridge only)", "generate", ref_g, False,
+         _probe_task(bridged, gen, None, cfg, capture)),
+        (ref_l, "letter", None, True, _hf_forward(eager, loaded, letter, b)),
+        ("hf forward (sdpa) letter", "letter", None, True, _hf_forward(sdpa, loaded, letter, b)),
+        ("probe letter", "letter", ref_l, False, _probe_task(engine, letter, l_opts, cfg)),
+        ("probe letter + capture", "letter", ref_l, False,
+         _probe_task(engine, letter, l_opts, cfg, capture)),
+        ("probe letter (sdpa)", "letter", ref_l, False, _probe_task(fast, letter, l_opts, cfg)),
+        (ref_t, "text", None, True, _hf_packed(eager, engine, text, t_opts, b)),
+        ("hf forward (sdpa) text", "text", None, True, _hf_packed(sdpa, engine, text, t_opts, b)),
+        ("hf forward (eager) text, prompt only", "text", None, True,
+         _hf_forward(eager, loaded, text, b)),
+        ("probe text", "text", ref_t, False, _probe_task(engine, text, t_opts, cfg)),
     ]
-    return [(Row(name, group, ref, target=TARGETS.get(name)), task)
-            for name, group, ref, task in spec if fast is not None or name not in SDPA_ROWS]
+    return [(Row(name, group, ref, is_ref, bound=name.endswith("prompt only"),
+                 target=TARGETS.get(name)), task)
+            for name, group, ref, is_ref, task in spec
+            if fast is not None or name not in SDPA_ROWS]
 
 
 def _sdpa_engine(loaded: LoadedModel, batch_size: int) -> Any:

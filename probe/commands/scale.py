@@ -24,6 +24,10 @@ from probe.engine.models import DEFAULT_MODEL
 @click.option("--repeats", type=int, default=3, show_default=True, help="Timed runs per row.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
+@click.option("--clock", type=click.Choice(["wall", "process"]), default="wall",
+              show_default=True,
+              help="process: CPU seconds of this process instead of wall time; steadier on a "
+                   "CPU that other jobs share (use with --threads 1; not on a GPU).")
 @click.option("--dtype", default=None, help="Default float32 (bfloat16 with --shape).")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
               help="Benchmark files (default: $PROBE_DATA_DIR or ./data).")
@@ -50,6 +54,8 @@ def bench_cmd(data_dir: Path | None, dtype: str | None, memory_limits: tuple[int
     for name in ("n_items", "batch_size", "new_tokens", "repeats"):
         if opts[name] <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+    if opts["clock"] == "process" and not str(opts["device"]).startswith("cpu"):
+        raise ConfigError("--clock process measures CPU time: use it with --device cpu")
     cfg = BenchConfig(data_dir=str(data_dir or default_data_dir()),
                       dtype=dtype or ("bfloat16" if opts["shape"] else "float32"), **opts)
     if memory_limits:

@@ -8,6 +8,7 @@ matching position ids everywhere, so batched results equal one-at-a-time results
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from probe.engine.continuation import option_token_ids
 from probe.engine.hooks import Capture, HookFn, hooked
 from probe.engine.models import LoadedModel
 from probe.engine.packing import Packed, model_attention_mask, option_logprob_sums, pack_options
+from probe.engine.plain import bridge_observed, twin
 from probe.errors import ConfigError, UnknownNameError
 
 T = TypeVar("T")
@@ -52,9 +54,12 @@ class Engine:
 
     ``attention="sdpa"`` runs attention with PyTorch's fused kernel on every call whose
     hooks allow it (see :mod:`probe.engine.attention`); "eager" keeps the bridge's own attention.
+    A pass that no hook observes runs through the un-bridged twin over the same weights
+    (:mod:`probe.engine.plain`; ``plain=False`` keeps every pass in the bridge).
     """
 
-    def __init__(self, loaded: LoadedModel, batch_size: int = 16, attention: str = "eager"):
+    def __init__(self, loaded: LoadedModel, batch_size: int = 16, attention: str = "eager",
+                 plain: bool = True):
         if attention not in ATTENTION:
             raise UnknownNameError("attention (--attention)", attention, ATTENTION)
         if attention == "sdpa":
@@ -64,11 +69,21 @@ class Engine:
         self.attention = attention
         self.tokenizer = loaded.tokenizer
         self.model = loaded.hf_model
+        self.plain = plain
+
+    def _unobserved(self, hooks: Sequence[tuple[str, HookFn]]) -> bool:
+        """Whether a pass with ``hooks`` may run through the plain twin: none of its own,
+        and none attached anywhere else (see :func:`probe.engine.plain.bridge_observed`)."""
+        return self.plain and not hooks and not bridge_observed(self.loaded)
 
     @contextmanager
-    def running(self, hooks: Sequence[tuple[str, HookFn]]) -> Iterator[None]:
+    def running(self, hooks: Sequence[tuple[str, HookFn]]) -> Iterator[Any]:
         """Attach ``hooks`` around model calls, with the fast attention where it may serve
-        (``--attention sdpa``, no hook that needs the bridge's attention). Nests."""
+        (``--attention sdpa``, no hook that needs the bridge's attention); yields the model to
+        call: the bridged one, or the plain twin when nothing observes the pass. Nests."""
+        if self._unobserved(hooks):
+            yield twin(self.loaded, self.attention)
+            return
         fast = self.attention == "sdpa" and not needs_bridge_attention(
             [n for n, _ in hooks], self.model)
         if self.attention == "sdpa" and not fast and sdpa_active(self.model):
@@ -77,7 +92,7 @@ class Engine:
                               f"attention, inside a block that runs sdpa; use --attention eager")
         with hooked(self.loaded.bridge, hooks), \
                 (sdpa_attention(self.model) if fast else nullcontext()):
-            yield
+            yield self.model
 
     # -- batching ---------------------------------------------------------------------
     def map_batches(self, items: Sequence[T], fn: Callable[[list[T]], list[R]],
@@ -151,14 +166,43 @@ class Engine:
             max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
             pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos_ids())
         all_hooks = [*(capture.hooks() if capture else []), *hooks]
-        with self.running(all_hooks):
-            out = self.model.generate(input_ids=batch.input_ids,
-                                      attention_mask=batch.attention_mask,
-                                      generation_config=config)
-        new = out[:, batch.input_ids.shape[1]:]
+        if capture is not None and not capture.n_steps and self._unobserved(hooks):
+            new = self._generate_after_capture(batch, config, capture)
+        else:
+            with self.running(all_hooks) as model:
+                out = model.generate(input_ids=batch.input_ids,
+                                     attention_mask=batch.attention_mask,
+                                     generation_config=config)
+            new = out[:, batch.input_ids.shape[1]:]
         if capture is not None and capture.n_steps:
             capture.keep_steps(self.n_before_eos(new))
         return self.tokenizer.batch_decode(new, skip_special_tokens=True)
+
+    def _generate_after_capture(self, batch: Batch, config: Any, capture: Capture
+                                ) -> torch.Tensor:
+        """Greedy generation whose prompt pass runs through the bridge with ``capture``'s
+        hooks and whose decoding steps (which the capture ignores) run through the plain twin
+        over the prompt pass's KV cache: the same tokens as one bridged ``generate``, which
+        picks each token as the argmax of the float32 logits and pads a finished row."""
+        with self.running(capture.hooks()) as model:
+            out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                        position_ids=batch.position_ids, use_cache=True, logits_to_keep=1)
+        first = out.logits[:, -1, :].float().argmax(-1, keepdim=True)
+        eos = torch.tensor(self.eos_ids(), device=first.device)
+        if config.max_new_tokens == 1 or bool(torch.isin(first, eos).all()):
+            return first
+        ones = torch.ones_like(first, dtype=batch.attention_mask.dtype)
+        rest = copy.copy(config)
+        rest.max_new_tokens = config.max_new_tokens - 1
+        with self.running(()) as model:
+            ids = model.generate(input_ids=torch.cat([batch.input_ids, first], -1),
+                                 attention_mask=torch.cat([batch.attention_mask, ones], -1),
+                                 past_key_values=out.past_key_values, generation_config=rest)
+        new = ids[:, batch.input_ids.shape[1]:]
+        # A row whose first token ended it was not known to generate as finished: pad what
+        # it wrote after, as generate pads every finished row.
+        done = torch.isin(new, eos).long().cumsum(-1) - torch.isin(new, eos).long() > 0
+        return new.masked_fill(done, self.tokenizer.pad_token_id)
 
     def n_before_eos(self, new: torch.Tensor) -> list[int]:
         """Per row, the new tokens before the first EOS: the answer's own tokens. (A row
@@ -183,10 +227,10 @@ class Engine:
         """One prompt pass: log-probs at the last position (batch, vocab), the KV cache."""
         batch = self.encode(texts)
         all_hooks = [*(capture.hooks() if capture else []), *hooks]
-        with self.running(all_hooks):
-            out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                             position_ids=batch.position_ids, use_cache=use_cache,
-                             logits_to_keep=1)
+        with self.running(all_hooks) as model:
+            out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                        position_ids=batch.position_ids, use_cache=use_cache,
+                        logits_to_keep=1)
         logprobs = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
         return logprobs, out.past_key_values if use_cache else None, batch
 
@@ -223,12 +267,12 @@ class Engine:
                         ) -> torch.Tensor:
         """Log-softmaxed logits of packed rows from column ``packed.first_read`` on."""
         width = packed.input_ids.shape[1]
-        with self.running(hooks):
-            out = self.model(input_ids=packed.input_ids,
-                             attention_mask=model_attention_mask(
-                                 packed, self.model.config, self.model.dtype),
-                             position_ids=packed.position_ids, use_cache=False,
-                             logits_to_keep=width - packed.first_read)
+        with self.running(hooks) as model:
+            out = model(input_ids=packed.input_ids,
+                        attention_mask=model_attention_mask(
+                            packed, self.model.config, self.model.dtype),
+                        position_ids=packed.position_ids, use_cache=False,
+                        logits_to_keep=width - packed.first_read)
         return torch.log_softmax(out.logits.float(), dim=-1)
 
     @staticmethod
