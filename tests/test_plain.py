@@ -58,8 +58,12 @@ def test_hook_free_passes_run_through_the_twin(tiny, monkeypatch):
 
     monkeypatch.setattr(inference, "twin", spy)
     fast, slow = _engines(tiny)
-    # A bridged pass first: the bridge then keeps bookkeeping hooks of its own.
+    # A bridged pass first: the bridge then keeps bookkeeping hooks of its own; and a call
+    # with output_hidden_states, after which Hugging Face keeps idle recording hooks.
     slow.generate_batch(TEXTS[:2], 2)
+    with torch.no_grad():
+        tiny.hf_model(input_ids=slow.encode(TEXTS[:1]).input_ids, output_hidden_states=True)
+    assert not bridge_observed(tiny)
     fast.option_logprobs_batch(TEXTS[:2], OPTIONS[:2])
     fast.generate_batch(TEXTS[:2], 3)
     assert len(used) == 2

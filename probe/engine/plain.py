@@ -58,12 +58,18 @@ def twin(loaded: LoadedModel, attn: str) -> Any:
     return per_model[attn]
 
 
+# Hugging Face's output-capturing hooks (installed on a model's first call with
+# output_hidden_states / output_attentions, and kept) record only while such a call runs.
+_HF_RECORDERS = "transformers.utils.output_capturing"
+
+
 def bridge_observed(loaded: LoadedModel) -> bool:
     """Whether any hook would see a pass through the bridged model: a forward hook on a
     TransformerLens hook point, a PyTorch forward (pre-)hook on any of its modules, or a
-    global module hook. The bridge's own bookkeeping hooks (each block, on its first pass,
-    registers pre-hooks that only remember the residual entering its norms, listed in the
-    block's ``_capture_hook_handles``) observe nothing outside the bridge and do not count."""
+    global module hook. Two kinds of inert bookkeeping hooks do not count: the bridge's own
+    (each block, on its first pass, registers pre-hooks that only remember the residual
+    entering its norms, listed in the block's ``_capture_hook_handles``) and Hugging Face's
+    output recorders (idle outside an ``output_hidden_states``/``output_attentions`` call)."""
     from torch.nn.modules import module as torch_module
 
     if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
@@ -71,5 +77,10 @@ def bridge_observed(loaded: LoadedModel) -> bool:
     modules = list(loaded.bridge.modules())
     internal = {handle.id for mod in modules
                 for handle in getattr(mod, "_capture_hook_handles", ())}
-    return any(set(mod._forward_hooks) - internal or set(mod._forward_pre_hooks) - internal
+
+    def observing(hooks: dict[int, Any]) -> bool:
+        return any(key not in internal and getattr(fn, "__module__", None) != _HF_RECORDERS
+                   for key, fn in hooks.items())
+
+    return any(observing(mod._forward_hooks) or observing(mod._forward_pre_hooks)
                for mod in modules)
