@@ -23,13 +23,12 @@ def _letters(loaded: LoadedModel) -> list[int]:
     return [c[0] for c in conts]
 
 
-def validation_run(tmp_path: Path, loaded: LoadedModel, planted: bool) -> dict[str, Any]:
-    """Ambiguous BBQ items (unbiased answer: (c)), letter mode, a pair of conditions that
-    differ in one token; the run and its patching study, with or without the plant."""
-    from probe.analysis.patch_study import run_patching
+def _planted_setup(tmp_path: Path, loaded: LoadedModel, conditions: list[str]
+                   ) -> tuple[Any, Any, int]:
+    """Ambiguous BBQ Age items written to ``tmp_path``, letter mode, no counterbalancing: the
+    run's config, the planted unit direction (letter (c) against (a)/(b)) and the trigger."""
     from probe.config import RunConfig
-    from probe.engine.planted import letter_direction, plant
-    from probe.engine.study import run_study
+    from probe.engine.planted import letter_direction
     from tests.conftest_data import bbq_cells, write_jsonl
     from tests.test_patch_study import _register_aligned
 
@@ -37,15 +36,25 @@ def validation_run(tmp_path: Path, loaded: LoadedModel, planted: bool) -> dict[s
     ids = _letters(loaded)
     trigger = loaded.tokenizer(" unbiased", add_special_tokens=False).input_ids
     assert len(trigger) == 1
-    vec = SCALE * letter_direction(loaded, ids[2], ids[:2])
     data = tmp_path / "data"
     rows = [r for r in bbq_cells("Age", per_cell=6) if r["context_condition"] == "ambig"]
     write_jsonl(data / "bbq" / "Age.jsonl", rows)
     cfg = RunConfig(model="tiny-random", benchmarks=["bbq"], mode="letter",
-                    conditions=["test-unbiased", "test-grandson"], counterbalance=False,
+                    conditions=conditions, counterbalance=False,
                     data_dir=str(data), batch_size=8, max_new_tokens=4)
+    return cfg, letter_direction(loaded, ids[2], ids[:2]), trigger[0]
+
+
+def validation_run(tmp_path: Path, loaded: LoadedModel, planted: bool) -> dict[str, Any]:
+    """Ambiguous BBQ items (unbiased answer: (c)), letter mode, a pair of conditions that
+    differ in one token; the run and its patching study, with or without the plant."""
+    from probe.analysis.patch_study import run_patching
+    from probe.engine.planted import plant
+    from probe.engine.study import run_study
+
+    cfg, unit, trigger = _planted_setup(tmp_path, loaded, ["test-unbiased", "test-grandson"])
     out = tmp_path / ("planted" if planted else "plain")
-    with (plant(loaded, PLANT_AFTER, vec, trigger[0]) if planted
+    with (plant(loaded, PLANT_AFTER, SCALE * unit, trigger) if planted
           else contextlib.nullcontext()):
         run_study(cfg, out, loaded=loaded)
         result = run_patching(str(out), "test-unbiased", "test-grandson", loaded=loaded)
@@ -113,23 +122,11 @@ def steering_study(tmp_path: Path, loaded: LoadedModel, planted: bool) -> dict[s
     from probe.analysis import readout as ro
     from probe.analysis import steer_controls as sc
     from probe.analysis import steering as st
-    from probe.config import RunConfig
     from probe.engine.inference import Engine
-    from probe.engine.planted import letter_direction, plant
+    from probe.engine.planted import plant
     from probe.engine.study import run_study
-    from tests.conftest_data import bbq_cells, write_jsonl
-    from tests.test_patch_study import _register_aligned
 
-    _register_aligned()
-    ids = _letters(loaded)
-    trigger = loaded.tokenizer(" unbiased", add_special_tokens=False).input_ids[0]
-    unit = letter_direction(loaded, ids[2], ids[:2])
-    data = tmp_path / "data"
-    rows = [r for r in bbq_cells("Age", per_cell=6) if r["context_condition"] == "ambig"]
-    write_jsonl(data / "bbq" / "Age.jsonl", rows)
-    cfg = RunConfig(model="tiny-random", benchmarks=["bbq"], mode="letter",
-                    conditions=["baseline", "test-unbiased"], counterbalance=False,
-                    data_dir=str(data), batch_size=8, max_new_tokens=4)
+    cfg, unit, trigger = _planted_setup(tmp_path, loaded, ["baseline", "test-unbiased"])
     out = tmp_path / ("planted" if planted else "plain")
     layers = list(range(loaded.n_layers))
     with (plant(loaded, PLANT_AFTER, SCALE * unit, trigger) if planted

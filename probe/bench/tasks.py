@@ -97,16 +97,16 @@ def _hf_packed(model: Any, engine: Any, texts: list[str], options: list[list[str
 
     @torch.inference_mode()
     def task(warm: bool = False) -> tuple[list[str] | None, int]:
-        n_tokens = 0
+        n_rows = 0
         for packed in packs[:1 if warm else None]:
             width = packed.input_ids.shape[1]
             out = model(input_ids=packed.input_ids, position_ids=packed.position_ids,
                         attention_mask=model_attention_mask(packed, model.config, model.dtype),
                         use_cache=False, logits_to_keep=width - packed.first_read)
             option_logprob_sums(torch.log_softmax(out.logits.float(), dim=-1), packed)
-            n_tokens += len(packed.conts)
+            n_rows += len(packed.conts)
         # Prompt tokens, as the other forward rows count them.
-        return None, sum(lengths[:n_tokens])
+        return None, sum(lengths[:n_rows])
 
     return task
 

@@ -201,7 +201,8 @@ class Engine:
         new = ids[:, batch.input_ids.shape[1]:]
         # A row whose first token ended it was not known to generate as finished: pad what
         # it wrote after, as generate pads every finished row.
-        done = torch.isin(new, eos).long().cumsum(-1) - torch.isin(new, eos).long() > 0
+        is_eos = torch.isin(new, eos).long()
+        done = is_eos.cumsum(-1) - is_eos > 0
         return new.masked_fill(done, self.tokenizer.pad_token_id)
 
     def n_before_eos(self, new: torch.Tensor) -> list[int]:

@@ -31,8 +31,9 @@ _TWINS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictiona
 
 
 def plain_copy(loaded: LoadedModel, attn: str) -> Any:
-    """An un-bridged Hugging Face model over ``loaded``'s weights (shared, not copied: a
-    7B reference costs no second 13 GB; the models only read them)."""
+    """An un-bridged Hugging Face model over ``loaded``'s weights (shared, not copied: the
+    models only read them). Building it allocates the architecture once on the device before
+    the shared tensors replace those weights: a transient second copy, freed on return."""
     from transformers import AutoModelForCausalLM
     from transformers.initialization import no_init_weights
 
