@@ -130,7 +130,8 @@ def test_describe_gain_warns_where_the_interval_is_weak() -> None:
     assert "not distinguishable from 0" in text and "4<10 clusters" in text and "n<10" in text
     flat = {"value": 0.0, "ci": [0.0, 0.0], "n_items": 28, "n_clusters": 14,
             "spans_zero": True}
-    assert "no verdict (zero-width interval)" in describe_gain(flat)
+    assert describe_gain(flat) == ("+0.000 [+0.000, +0.000] n=28 items, 14 clusters "
+                                   "(no verdict: zero-width interval)")
 
 
 def test_winogender_gains_pair_occupations() -> None:
@@ -154,6 +155,34 @@ def test_winogender_gains_pair_occupations() -> None:
     assert gain["p_female"]["value"] == pytest.approx(w["match-stats"]["p_female"]
                                                       - w["baseline"]["p_female"], abs=1e-12)
     assert gain["r_bls"]["n_clusters"] == 10 and gain["r_bls"]["n_items"] == 30
+
+
+def test_he_she_gains_ignore_a_shift_to_they() -> None:
+    """A condition that moves probability to "they" and keeps the she:he odds lowers
+    P(female) over he/she/they but leaves P(female|he/she) and its r unchanged; both gains
+    equal the difference of metrics.json's values."""
+    def wino(cond: str, they: float) -> list[dict[str, Any]]:
+        rows = []
+        for k in range(10):
+            for i in range(3):
+                p = 0.1 + 0.08 * k + (i - 1) * 0.01  # P(she | he or she)
+                rows.append({"benchmark": "winogender", "condition": cond, "pred": "male",
+                             "item_id": f"winogender:o{k}.{i}",
+                             "option_scores": [float(np.log(1 - p)), float(np.log(p)), they],
+                             "meta": {"occupation": f"o{k}", "bls_pct_female": 10.0 * k,
+                                      "bergsma_pct_female": 5.0 * k}})
+        return rows
+
+    metrics = compute_metrics(wino("baseline", -40.0) + wino("instruct-1", 0.0), n_boot=200)
+    gain = metrics["gains"]["instruct-1"]["winogender"]
+    w = {c: metrics["conditions"][c]["winogender"] for c in ("baseline", "instruct-1")}
+    assert gain["p_female"]["value"] < -0.1  # half of every row's mass went to "they"
+    assert gain["p_female_he_she"]["value"] == pytest.approx(0.0, abs=1e-9)
+    assert gain["r_bls_he_she"]["value"] == pytest.approx(0.0, abs=1e-9)
+    for key, block in (("p_female_he_she", "p_female"), ("r_bls_he_she", "r_bls")):
+        assert gain[key]["value"] == pytest.approx(
+            w["instruct-1"]["he_she"][block] - w["baseline"]["he_she"][block], abs=1e-9)
+    assert gain["p_female_he_she"]["n_clusters"] == 10
 
 
 def test_rows_without_a_biased_answer_do_not_move_a_gain() -> None:

@@ -161,6 +161,17 @@ def test_tiny_gap_leaves_ratio_out() -> None:
     assert ps.effect(src, src - 0.01, src, gap["reliable"])["normalised"] is None
 
 
+def test_gap_on_too_few_items_carries_no_ratio() -> None:
+    """A large, consistent gap still needs MIN_ITEMS items: below that the bootstrap interval
+    is degenerate (one item gives [x, x]), whatever its width says."""
+    for n in (1, 4):
+        src = np.linspace(1.0, 1.2, n)
+        gap = ps.gap_summary(src, src - 2.0)
+        assert not gap["reliable"] and f"n={n}" in gap["note"]
+    src = np.linspace(1.0, 1.2, 5)
+    assert ps.gap_summary(src, src - 2.0)["reliable"]
+
+
 def test_unaligned_pairs_patch_the_shared_suffix_only(sharp: LoadedModel) -> None:
     from probe.errors import ConfigError
 
@@ -203,7 +214,7 @@ def test_patching_with_sdpa_attention_equals_eager(sharp: LoadedModel) -> None:
     patches = [pt.Patch(f"blocks.{layer}.{hook}", (-1, -4)) for layer in range(sharp.n_layers)
                for hook in ("hook_resid_pre", "hook_attn_out", "hook_mlp_out")]
     patches.append(pt.Patch("blocks.1.attn.hook_z", (-1, -4), 2))
-    eager = pt.patch_pairs(Engine(sharp, 3), "text", pairs, patches)
+    eager = pt.patch_pairs(Engine(sharp, 3, attention="eager"), "text", pairs, patches)
     fast = pt.patch_pairs(Engine(sharp, 3, attention="sdpa"), "text", pairs, patches)
     for key in ("source", "target", "denoise", "noise"):
         np.testing.assert_allclose(fast[key], eager[key], atol=1e-4, rtol=1e-5)

@@ -54,7 +54,7 @@ def test_summary_comes_first_and_shows_the_stored_gains(tmp_path: Path) -> None:
 def test_degenerate_intervals_get_no_verdict_and_a_warning() -> None:
     noise = {"value": -3e-13, "ci": [-3e-13, -3e-13], "n_items": 40, "n_clusters": 10,
              "spans_zero": False}
-    assert report_summary.verdict(noise) == "no verdict (zero-width interval)"
+    assert report_summary.verdict(noise) == "no verdict: zero-width interval"
     one = {"value": 0.0, "ci": [0.0, 0.0], "n_items": 2, "n_clusters": 1, "spans_zero": True}
     assert report_summary.small_n_reasons(one) == ["n<10", "one cluster", "zero-width interval"]
     few = {"value": 0.5, "ci": [0.1, 0.9], "n_items": 6, "n_clusters": 6, "spans_zero": False}
@@ -85,6 +85,12 @@ def test_localisation_states_no_effect_when_absent_or_unreliable(tmp_path: Path)
                     "</section>")
     assert "No localisable effect" in where and "its 95% interval contains 0" in where
     assert "attn_out layer" not in where
+    # A large gap on too few items: said so, not "below the threshold".
+    unreliable["metric"]["gap"].update({"mean": 2.0, "ci": [1.9, 2.1], "n": 3, "note": None})
+    (run / "patching.json").write_text(json.dumps(unreliable))
+    where = section(report.write_report(run).read_text(encoding="utf-8"), "Where inside",
+                    "</section>")
+    assert "it rests on 3 items (under 5)" in where and "threshold" not in where
 
 
 def test_localisation_names_onset_and_peak_with_intervals(tmp_path: Path) -> None:
@@ -170,7 +176,7 @@ def test_float_residue_prints_as_zero() -> None:
     cell = report_summary.gain_cell({"value": 8.88e-16, "ci": [8.88e-16, 8.88e-16],
                                      "n_items": 40, "n_clusters": 10, "spans_zero": False})
     assert "+0.000 [+0.000, +0.000]" in cell and "e-16" not in cell
-    assert "no verdict (zero-width interval)" in cell
+    assert "no verdict: zero-width interval" in cell
 
 
 def test_bbq_answers_are_named_by_role() -> None:

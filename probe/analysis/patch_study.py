@@ -7,8 +7,10 @@ activations into the target (unpatched = target, other = source) and noising pat
 activations into the source (unpatched = source, other = target). So 0 is no effect and 1
 is the full effect in both directions. The ratio is a ratio of item means (a per-item ratio
 explodes on items where source ~ target) and is left out (null) when the mean source-target
-gap is below ``threshold`` nats or its 95% bootstrap interval includes 0. Raw patched
-readouts and deltas (patched - unpatched) are always reported, with intervals and n.
+gap is below ``threshold`` nats, its 95% bootstrap interval includes 0, or it rests on fewer
+than ``MIN_ITEMS`` items (whose bootstrap interval is degenerate: one item gives [x, x]).
+Raw patched readouts and deltas (patched - unpatched) are always reported, with intervals and
+n.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from probe.analysis import answers as ans
 from probe.analysis import patch_plan as pp
 from probe.analysis import readout as ro
 from probe.analysis.checkpoint import Checkpoint, digest, run_fingerprint
+from probe.analysis.patch_control import MIN_ITEMS
 from probe.analysis.patching import Patch, patch_pairs, resid_hooks
 from probe.engine.inference import Engine
 from probe.engine.models import LoadedModel
@@ -40,10 +43,12 @@ def gap_summary(source: np.ndarray, target: np.ndarray, threshold: float = THRES
     gap = ans.mean_ci(source - target, seed=seed)
     low, high = gap["ci"]
     reliable = (gap["mean"] is not None and abs(gap["mean"]) >= threshold
-                and low is not None and high is not None and not low <= 0 <= high)
+                and low is not None and high is not None and not low <= 0 <= high
+                and gap["n"] >= MIN_ITEMS)
     note = None if reliable else (
-        f"mean source-target gap {gap['mean']} (95% CI {gap['ci']}) is below {threshold} "
-        f"nats or its interval includes 0: normalised effects are left out (null)")
+        f"mean source-target gap {gap['mean']} (95% CI {gap['ci']}, n={gap['n']}) is below "
+        f"{threshold} nats, its interval includes 0 or n is under {MIN_ITEMS}: normalised "
+        f"effects are left out (null)")
     return {**gap, "reliable": reliable, "note": note}
 
 

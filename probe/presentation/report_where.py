@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from probe.analysis.patch_control import MIN_ITEMS
 from probe.analysis.summary import probe_best, read_analysis
 from probe.presentation.report_html import esc, fmt, table, with_ci, words
 
@@ -118,6 +119,9 @@ def _unreliable_why(gap: dict[str, Any], threshold: Any) -> str:
         reasons.append(f"the gap is below the {fmt(threshold)}-nat threshold")
     if isinstance(ci, list) and len(ci) == 2 and not _excludes_zero(ci):
         reasons.append("its 95% interval contains 0")
+    n = gap.get("n")
+    if isinstance(n, int) and n < MIN_ITEMS:
+        reasons.append(f"it rests on {n} item{'s' * (n != 1)} (under {MIN_ITEMS})")
     if not reasons:
         return str(gap.get("note") or "the gap is too small or its interval contains 0")
     return " and ".join(reasons) + ", so a normalised effect would divide by noise"

@@ -64,6 +64,16 @@ def _wino(label: str, stat: SumStat) -> GainMetric:
     return GainMetric("winogender", label, _all, winogender.occupation_units, stat)
 
 
+def _he_she_units(rows: Rows) -> dict[Hashable, np.ndarray]:
+    return winogender.occupation_units(rows, winogender.HE_SHE)
+
+
+def _wino_he_she(label: str, stat: SumStat) -> GainMetric:
+    """P(female) over he/she only (metrics.json's ``he_she`` block): a shift towards "they"
+    moves the he/she/they metrics without changing which gendered pronoun is preferred."""
+    return GainMetric("winogender", label, _all, _he_she_units, stat)
+
+
 METRICS: dict[str, GainMetric] = {
     "bias_score_ambig": _bbq("BBQ bias, ambiguous", "ambig", bbq.bias_stat("ambig")),
     "bias_score_disambig": _bbq("BBQ bias, disambiguated", "disambig",
@@ -74,6 +84,10 @@ METRICS: dict[str, GainMetric] = {
     "r_bergsma": _wino("Winogender r(P(female), Bergsma)",
                        winogender.r_stat("bergsma_pct_female")),
     "p_female": _wino("Winogender mean P(female)", winogender.p_female_stat),
+    "r_bls_he_she": _wino_he_she("Winogender r(P(female|he/she), BLS)",
+                                 winogender.r_stat("bls_pct_female")),
+    "p_female_he_she": _wino_he_she("Winogender mean P(female|he/she)",
+                                    winogender.p_female_stat),
 }
 
 
@@ -156,7 +170,7 @@ def verdict(gain: dict[str, Any]) -> str:
     degenerate = [r for r in small_n_reasons(gain)
                   if r in ("one cluster", "no interval", "zero-width interval")]
     if degenerate:
-        return "no verdict (" + ", ".join(degenerate) + ")"
+        return "no verdict: " + ", ".join(degenerate)
     spans = gain.get("spans_zero")
     if spans is None:
         return "no verdict"
