@@ -18,7 +18,7 @@ BENCHMARK_NAMES = ("bbq", "winogender")
 @dataclass
 class RunConfig:
     """Everything that decides a run's numbers (and a few things that do not, see
-    :data:`probe.store.runs.RESUME_IGNORED`)."""
+    :data:`probe.store.run_schema.RESUME_IGNORED`)."""
 
     model: str = DEFAULT_MODEL
     benchmarks: list[str] = field(default_factory=lambda: list(BENCHMARK_NAMES))
@@ -45,7 +45,9 @@ class RunConfig:
     trust_remote_code: bool = False
     allow_pickle: bool = False  # model weights from pickle files (.bin) as well as safetensors
     device_map: str | None = None  # e.g. "auto": one model over several GPUs (accelerate)
-    attention: str = "eager"  # "sdpa": fused attention kernel where no attention hook needs eager
+    # "auto": sdpa where the model's attention allows it, else eager; run.json stores the
+    # kernel it resolved to. "sdpa": fused kernel where no attention hook needs eager.
+    attention: str = "auto"
     # "default": the chat template's own system prompt (if any); "none": no system block;
     # any other text: that text as the system message (see probe.conditions.prompts).
     system_prompt: str = "default"
@@ -85,8 +87,8 @@ class RunConfig:
         if self.counterbalance and self.mode == "generate":
             raise ConfigError("--counterbalance needs --mode letter or text (generate mode "
                               "would have to sample every order); use --no-counterbalance")
-        if self.attention not in ("eager", "sdpa"):
-            raise UnknownNameError("--attention", self.attention, ("eager", "sdpa"))
+        if self.attention not in ("auto", "eager", "sdpa"):
+            raise UnknownNameError("--attention", self.attention, ("auto", "eager", "sdpa"))
         if self.act_dtype not in ("float16", "bfloat16", "float32"):
             raise UnknownNameError("--act-dtype", self.act_dtype,
                                    ("float16", "bfloat16", "float32"))

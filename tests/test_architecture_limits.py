@@ -42,8 +42,10 @@ def test_sdpa_equals_eager_or_says_why_not(family: str) -> None:
     if family in SDPA_REFUSED:
         with pytest.raises(ConfigError, match=SDPA_REFUSED[family]):
             Engine(loaded, attention="sdpa")
+        assert Engine(loaded).attention == "eager"  # the default falls back, no error
         return
-    eager, fast = Engine(loaded, 3), Engine(loaded, 3, attention="sdpa")
+    assert Engine(loaded).attention == "sdpa"
+    eager, fast = Engine(loaded, 3, attention="eager"), Engine(loaded, 3, attention="sdpa")
     texts, names = _texts(loaded), resid_hook_names(loaded.n_layers)
     cap_e, cap_f = Capture(names, 2), Capture(names, 2)
     for got, want in zip(fast.option_logprobs_batch(texts, OPTIONS, capture=cap_f),

@@ -17,10 +17,10 @@ from probe.commands.scale import bench_cmd
 from probe.errors import ConfigError
 
 ROWS = ["hf generate (eager)", "hf generate (sdpa)", "probe generate",
-        "probe generate + capture", "probe generate (sdpa)", "probe generate (bridge only)",
+        "probe generate + capture", "probe generate (eager)", "probe generate (bridge only)",
         "probe generate + capture (bridge only)", "hf forward (eager) letter",
         "hf forward (sdpa) letter", "probe letter", "probe letter + capture",
-        "probe letter (sdpa)", "hf forward (eager) text", "hf forward (sdpa) text",
+        "probe letter (eager)", "hf forward (eager) text", "hf forward (sdpa) text",
         "hf forward (eager) text, prompt only", "probe text"]
 
 

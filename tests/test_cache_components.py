@@ -21,7 +21,7 @@ from probe.engine.inference import Engine
 from probe.engine.study import run_study
 from probe.errors import ConfigError, UnknownNameError
 from probe.store.opened_run import Run
-from probe.store.runs import config_diff
+from probe.store.run_schema import config_diff
 
 ALL = ["resid", "attn_out", "mlp_out"]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -55,7 +55,7 @@ def _cfg(data_dir: Path, **kw: Any) -> RunConfig:
         model="tiny-random", benchmarks=["bbq"], categories=["Age"], limit=3,
         conditions=["baseline", "review"], data_dir=str(data_dir), cache_acts=True,
         act_positions=2, act_dtype="float32", batch_size=3, reasoning_tokens=6,
-        cache_components=ALL)
+        cache_components=ALL, attention="eager")
     return RunConfig(**{**base, **kw})
 
 

@@ -78,7 +78,7 @@ def test_packed_likelihood_equals_full_forward(real_model, bbq_prompts):
 
 
 def test_sdpa_attention_equals_eager_on_the_real_model(real_model, bbq_prompts):
-    eager = Engine(real_model, batch_size=len(bbq_prompts))
+    eager = Engine(real_model, batch_size=len(bbq_prompts), attention="eager")
     fast = Engine(real_model, batch_size=len(bbq_prompts), attention="sdpa")
     assert fast.generate_batch(bbq_prompts, 16) == eager.generate_batch(bbq_prompts, 16)
     torch.testing.assert_close(fast.forward_last(bbq_prompts)[0],

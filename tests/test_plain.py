@@ -28,8 +28,8 @@ TEXTS = ["The nurse said that", "Who was forgetful? The answer is",
 OPTIONS = [[" yes", " no", " maybe so"]] * len(TEXTS)
 
 
-def _engines(loaded):
-    return Engine(loaded, 4), Engine(loaded, 4, plain=False)
+def _engines(loaded, attention="auto"):
+    return Engine(loaded, 4, attention), Engine(loaded, 4, attention, plain=False)
 
 
 def _tensors_equal(a, b):
@@ -73,8 +73,10 @@ def test_hook_free_passes_run_through_the_twin(tiny, monkeypatch):
     assert used == []
 
 
-def test_plain_equals_bridge_on_every_path(tiny):
-    fast, slow = _engines(tiny)
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_plain_equals_bridge_on_every_path(tiny, attention):
+    fast, slow = _engines(tiny, attention)
+    assert fast.attention == attention
     assert fast.generate_batch(TEXTS, 6) == slow.generate_batch(TEXTS, 6)
     assert fast.option_logprobs_batch(TEXTS, OPTIONS) == slow.option_logprobs_batch(TEXTS,
                                                                                    OPTIONS)
@@ -135,11 +137,12 @@ def test_rows_ended_by_their_first_token_are_padded(tiny, monkeypatch):
 
 
 @pytest.mark.slow
-def test_plain_equals_bridge_on_the_real_model(real_model, data_dir):
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_plain_equals_bridge_on_the_real_model(real_model, data_dir, attention):
     from probe.bench.models import bench_prompts
 
     prompts = bench_prompts(real_model, str(data_dir), 16)
-    fast, slow = Engine(real_model, 8), Engine(real_model, 8, plain=False)
+    fast, slow = Engine(real_model, 8, attention), Engine(real_model, 8, attention, plain=False)
     texts = prompts.generate[:8]
     hooks = resid_hook_names(real_model.n_layers)
     caps = Capture(hooks, 2), Capture(hooks, 2)

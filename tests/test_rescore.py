@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from probe.cli import cli
 from probe.config import RunConfig
 from probe.engine.study import run_study
-from probe.store.runs import SCHEMA_VERSION
+from probe.store.run_schema import SCHEMA_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,8 @@ import pytest
 from probe.errors import ConfigError, DataError, UnknownNameError
 from probe.store import provenance as prov
 from probe.store.io import JsonlAppender, read_json
-from probe.store.runs import SCHEMA_VERSION, RunFolder
+from probe.store.run_schema import SCHEMA_VERSION
+from probe.store.runs import RunFolder
 
 MODEL: dict[str, Any] = {"name": "tiny", "dtype": "float32"}
 CONFIG: dict[str, Any] = {"model": MODEL, "conditions": ["baseline", "cot"], "seed": 0,

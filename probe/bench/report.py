@@ -9,8 +9,8 @@ def format_bench(result: dict[str, Any]) -> str:
     """The benchmark as a plain-text table, with the caching-memory check below it."""
     meta = result["meta"]
     lines = [
-        f"{meta['model']} ({meta['n_params'] / 1e6:.1f}M params, bridged attention "
-        f"{meta['attn_bridged']}), {meta['device']} {meta['dtype']}, {meta['n_items']} BBQ "
+        f"{meta['model']} ({meta['n_params'] / 1e6:.1f}M params, probe attention "
+        f"{meta['probe_attention']}), {meta['device']} {meta['dtype']}, {meta['n_items']} BBQ "
         f"prompts (mean {meta['mean_prompt_tokens']:.0f} tokens), batch {meta['batch_size']}, "
         f"{meta['new_tokens']} new tokens, median of {meta['repeats']}"
         + (" (CPU seconds of this process, not wall time)"

@@ -17,6 +17,7 @@ from probe.bench.flops import forward_flops, matmul_tflops, project_study
 from probe.bench.memory import caching_memory, peak_memory
 from probe.bench.models import Prompts, bench_prompts, shape_model
 from probe.bench.tasks import Task, plan_rows
+from probe.engine.attention import resolve_attention
 from probe.engine.models import LoadedModel
 
 
@@ -77,7 +78,9 @@ def _meta(cfg: BenchConfig, loaded: LoadedModel, prompts: Prompts) -> dict[str, 
         "model": f"{cfg.shape} (random weights)" if cfg.shape else loaded.name,
         "n_params": sum(p.numel() for p in {id(p): p for p in loaded.hf_model.parameters()}
                         .values()),
-        "attn_bridged": getattr(loaded.hf_model.config, "_attn_implementation", None),
+        # The kernel the `probe ...` rows run (--attention auto), not the bridged model's
+        # config, which stays eager while sdpa_attention swaps the kernel in per call.
+        "probe_attention": resolve_attention("auto", loaded.hf_model),
         "n_items": len(prompts.generate), "mean_prompt_tokens": statistics.mean(n_prompt),
         **{k: v for k, v in asdict(cfg).items() if k not in ("model", "shape", "n_items")},
     }

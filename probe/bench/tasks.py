@@ -12,8 +12,8 @@ from probe.bench.models import Prompts
 from probe.engine.models import LoadedModel
 from probe.engine.plain import plain_copy
 
-# probe with --attention sdpa; left out for models that only the bridge's attention serves.
-SDPA_ROWS = ("probe generate (sdpa)", "probe letter (sdpa)")
+# probe with --attention eager, for scale; left out where the default already resolves to it.
+EAGER_ROWS = ("probe generate (eager)", "probe letter (eager)")
 
 # A task runs every batch, or only the first when warming up; it returns the outputs to
 # compare with the reference row's and the number of tokens it processed.
@@ -113,12 +113,13 @@ def _hf_packed(model: Any, engine: Any, texts: list[str], options: list[list[str
 
 def plan_rows(loaded: LoadedModel, prompts: Prompts, cfg: BenchConfig) -> list[tuple[Row, Task]]:
     """Every row with its task: the plain-HF references (eager and sdpa) of each group, then
-    probe's engine (which runs hook-free passes through the plain twin) and, for scale, the
-    engine with every pass in the bridge (``bridge only``)."""
+    probe's engine with its default kernel (``--attention auto``; hook-free passes run through
+    the plain twin) and, for scale, the engine with eager attention and with every pass in the
+    bridge (``bridge only``)."""
     from probe.engine.hooks import Capture, resid_hook_names
     from probe.engine.inference import Engine
 
-    engine, fast = Engine(loaded, cfg.batch_size), _sdpa_engine(loaded, cfg.batch_size)
+    engine, slow = Engine(loaded, cfg.batch_size), Engine(loaded, cfg.batch_size, "eager")
     bridged = Engine(loaded, cfg.batch_size, plain=False)
     eager, sdpa = plain_copy(loaded, "eager"), plain_copy(loaded, "sdpa")
     capture = Capture(resid_hook_names(loaded.n_layers), 1)
@@ -136,7 +137,7 @@ def plan_rows(loaded: LoadedModel, prompts: Prompts, cfg: BenchConfig) -> list[t
         ("probe generate", "generate", ref_g, False, _probe_task(engine, gen, None, cfg)),
         ("probe generate + capture", "generate", ref_g, False,
          _probe_task(engine, gen, None, cfg, capture)),
-        ("probe generate (sdpa)", "generate", ref_g, False, _probe_task(fast, gen, None, cfg)),
+        ("probe generate (eager)", "generate", ref_g, False, _probe_task(slow, gen, None, cfg)),
         ("probe generate (bridge only)", "generate", ref_g, False,
          _probe_task(bridged, gen, None, cfg)),
         ("probe generate + capture (bridge only)", "generate", ref_g, False,
@@ -146,7 +147,7 @@ def plan_rows(loaded: LoadedModel, prompts: Prompts, cfg: BenchConfig) -> list[t
         ("probe letter", "letter", ref_l, False, _probe_task(engine, letter, l_opts, cfg)),
         ("probe letter + capture", "letter", ref_l, False,
          _probe_task(engine, letter, l_opts, cfg, capture)),
-        ("probe letter (sdpa)", "letter", ref_l, False, _probe_task(fast, letter, l_opts, cfg)),
+        ("probe letter (eager)", "letter", ref_l, False, _probe_task(slow, letter, l_opts, cfg)),
         (ref_t, "text", None, True, _hf_packed(eager, engine, text, t_opts, b)),
         ("hf forward (sdpa) text", "text", None, True, _hf_packed(sdpa, engine, text, t_opts, b)),
         ("hf forward (eager) text, prompt only", "text", None, True,
@@ -156,16 +157,5 @@ def plan_rows(loaded: LoadedModel, prompts: Prompts, cfg: BenchConfig) -> list[t
     return [(Row(name, group, ref, is_ref, bound=name.endswith("prompt only"),
                  target=TARGETS.get(name)), task)
             for name, group, ref, is_ref, task in spec
-            if fast is not None or name not in SDPA_ROWS]
-
-
-def _sdpa_engine(loaded: LoadedModel, batch_size: int) -> Any:
-    """An engine with ``--attention sdpa``, or None where the model does not support it."""
-    from probe.engine.inference import Engine
-    from probe.errors import ConfigError
-
-    try:
-        return Engine(loaded, batch_size, attention="sdpa")
-    except ConfigError:
-        return None
+            if engine.attention != "eager" or name not in EAGER_ROWS]
 

@@ -56,10 +56,12 @@ from probe.engine.models import DEFAULT_MODEL
                    "run code hidden in the file; default: safetensors only.")
 @click.option("--device-map", default=None,
               help="Spread one model over several GPUs (accelerate), e.g. auto.")
-@click.option("--attention", type=click.Choice(["eager", "sdpa"]), default="eager",
+@click.option("--attention", type=click.Choice(["auto", "eager", "sdpa"]), default="auto",
               show_default=True,
               help="sdpa: PyTorch's fused attention kernel (outputs equal eager to float "
-                   "rounding); eager: the bridge's own attention, needed to hook patterns.")
+                   "rounding); eager: the bridge's own attention, needed to hook patterns "
+                   "(calls that hook them use it anyway); auto: sdpa where the model's "
+                   "attention allows it, else eager. run.json stores the resolved kernel.")
 @click.option("--system-prompt", default="default", show_default=True,
               help="default: the chat template's own system prompt (SmolLM2 inserts one); "
                    "none: no system block; any other text: that text as the system message.")

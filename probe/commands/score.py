@@ -5,7 +5,8 @@ stored evidence (:mod:`probe.scoring.repredict`: generated text, option scores,
 counterbalanced orders) and recompute ``metrics.json``; rows whose answer changed under the
 current rules are rewritten in ``generations.jsonl`` (atomically) and counted;
 given other JSONL files, score them as external BBQ predictions. A run folder of another
-schema version is refused (:func:`probe.store.runs.schema_error`): its rows mean something else.
+schema version is refused (:func:`probe.store.run_schema.schema_error`): its rows mean
+something else.
 A model run's ``generations.jsonl`` without its ``run.json`` is refused too, since nothing
 then says which schema its rows follow.
 """

@@ -19,9 +19,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from probe.errors import ConfigError
+from probe.errors import ConfigError, UnknownNameError
 
-ATTENTION = ("eager", "sdpa")
+ATTENTION = ("auto", "eager", "sdpa")
 # Hooks computed only by the bridge's own attention forward.
 _BRIDGE_ONLY = ("hook_attn_scores", "hook_pattern", "hook_rot_q", "hook_rot_k",
                 "hook_result", "hook_cos", "hook_sin")
@@ -82,6 +82,26 @@ def _attention_bridges(hf_model: Any) -> list[Any]:
 def check_sdpa(hf_model: Any) -> None:
     """Raise ConfigError now if :func:`sdpa_attention` cannot serve this model."""
     _attention_bridges(hf_model)
+
+
+def resolve_attention(requested: str, hf_model: Any) -> str:
+    """The kernel ``requested`` means for ``hf_model``: "auto" is sdpa where
+    :func:`sdpa_attention` serves the model (rotary attention at ``model.layers[i].self_attn``,
+    no logit soft-capping) and eager elsewhere; "eager" and "sdpa" are themselves ("sdpa"
+    raises ConfigError, naming the reason, where it cannot serve). sdpa is the default because
+    plain Hugging Face runs it faster than eager on both a CPU and a GPU (docs/benchmarks.md),
+    and its outputs equal eager to float rounding (tests/test_attention.py)."""
+    if requested not in ATTENTION:
+        raise UnknownNameError("attention (--attention)", requested, ATTENTION)
+    if requested == "sdpa":
+        check_sdpa(hf_model)
+    if requested != "auto":
+        return requested
+    try:
+        check_sdpa(hf_model)
+    except ConfigError:
+        return "eager"
+    return "sdpa"
 
 
 _ACTIVE: set[int] = set()  # models inside sdpa_attention now (nested blocks do nothing)

@@ -17,9 +17,8 @@ from typing import Any, TypeVar
 import torch
 
 from probe.engine.attention import (
-    ATTENTION,
-    check_sdpa,
     needs_bridge_attention,
+    resolve_attention,
     sdpa_active,
     sdpa_attention,
 )
@@ -28,7 +27,7 @@ from probe.engine.hooks import Capture, HookFn, hooked
 from probe.engine.models import LoadedModel
 from probe.engine.packing import Packed, model_attention_mask, option_logprob_sums, pack_options
 from probe.engine.plain import bridge_observed, twin
-from probe.errors import ConfigError, UnknownNameError
+from probe.errors import ConfigError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -53,20 +52,18 @@ class Engine:
     """Runs prompts through one loaded model; ``batch_size`` halves on out-of-memory.
 
     ``attention="sdpa"`` runs attention with PyTorch's fused kernel on every call whose
-    hooks allow it (see :mod:`probe.engine.attention`); "eager" keeps the bridge's own attention.
+    hooks allow it (see :mod:`probe.engine.attention`); "eager" keeps the bridge's own
+    attention; "auto" (the default) is sdpa where the model's attention allows it, else eager
+    (:func:`~probe.engine.attention.resolve_attention`). ``attention`` holds the resolved kernel.
     A pass that no hook observes runs through the un-bridged twin over the same weights
     (:mod:`probe.engine.plain`; ``plain=False`` keeps every pass in the bridge).
     """
 
-    def __init__(self, loaded: LoadedModel, batch_size: int = 16, attention: str = "eager",
+    def __init__(self, loaded: LoadedModel, batch_size: int = 16, attention: str = "auto",
                  plain: bool = True):
-        if attention not in ATTENTION:
-            raise UnknownNameError("attention (--attention)", attention, ATTENTION)
-        if attention == "sdpa":
-            check_sdpa(loaded.hf_model)
         self.loaded = loaded
         self.batch_size = batch_size
-        self.attention = attention
+        self.attention = resolve_attention(attention, loaded.hf_model)
         self.tokenizer = loaded.tokenizer
         self.model = loaded.hf_model
         self.plain = plain

@@ -12,7 +12,7 @@ equals an uninterrupted run's.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,15 @@ from probe.config import RunConfig
 from probe.data.items import Item
 from probe.data.registry import LoadReport, get_benchmark
 from probe.engine.act_rows import ActWriters, acts_done, open_writers, write_acts
+from probe.engine.attention import resolve_attention
 from probe.engine.inference import Engine
 from probe.engine.models import LoadedModel, load_model
 from probe.engine.pipeline import Unit, in_shard, plan_batches, plan_units, run_batch_safe
-from probe.errors import ConfigError
+from probe.errors import ConfigError, DataError
 from probe.store import faults
-from probe.store.io import atomic_write_text, dumps, read_jsonl
+from probe.store.io import atomic_write_text, dumps, read_json, read_jsonl
 from probe.store.provenance import provenance
+from probe.store.run_schema import ADDED_KEYS
 from probe.store.runlock import run_lock
 from probe.store.runs import RunFolder
 
@@ -140,6 +142,7 @@ def _run_locked(cfg: RunConfig, out: Path, loaded: LoadedModel | None, condition
                                  cfg.device_map, cfg.allow_pickle)
     from probe.conditions.files import RECORD_KEY, conditions_used
 
+    cfg = replace(cfg, attention=run_kernel(cfg.attention, out, loaded))
     extra = {**data_files(cfg), "model": Path(loaded.source)}
     if record is not None:  # its hash under "files" makes a resume with an edited file fail
         extra[RECORD_KEY] = Path(record["path"])
@@ -162,6 +165,22 @@ def _run_locked(cfg: RunConfig, out: Path, loaded: LoadedModel | None, condition
     todo = [b for b, ok in zip(batches, flags, strict=True) if not ok]
     _run_batches(engine, todo, cfg, folder, writers, len(batches))
     return finish(folder, units, reports)
+
+
+def run_kernel(requested: str, out: Path, loaded: LoadedModel) -> str:
+    """The attention kernel a run uses, which run.json records (never "auto"), so that
+    re-running its config runs the same one. "auto" resuming a folder takes the kernel the
+    folder ran with (eager for runs from before "auto" was the default, or before the option
+    existed), so the same command still resumes; otherwise it resolves for the model."""
+    if requested == "auto" and (out / "run.json").is_file():
+        try:
+            config = read_json(out / "run.json").get("config") or {}
+        except (DataError, AttributeError):
+            config = {}  # create_or_resume reports the broken run.json
+        stored = config.get("attention", ADDED_KEYS["attention"])
+        if stored in ("eager", "sdpa"):
+            requested = stored
+    return resolve_attention(requested, loaded.hf_model)
 
 
 def _run_batches(engine: Engine, todo: list[list[Unit]], cfg: RunConfig, folder: RunFolder,

@@ -30,8 +30,9 @@ from probe.engine.study import data_files, finish, load_items, resolve_condition
 from probe.errors import ConfigError
 from probe.store.io import atomic_write_json, atomic_write_text, dumps, read_json
 from probe.store.provenance import file_record
+from probe.store.run_schema import RESUME_IGNORED, config_diff
 from probe.store.runlock import LOCK_NAME, run_lock
-from probe.store.runs import RESUME_IGNORED, RunFolder, config_diff
+from probe.store.runs import RunFolder
 
 log = logging.getLogger(__name__)
 

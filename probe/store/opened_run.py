@@ -15,6 +15,7 @@ from typing import Any
 from probe.config import RunConfig
 from probe.errors import DataError
 from probe.store.act_cache import ActivationCache
+from probe.store.run_schema import ADDED_KEYS
 from probe.store.runs import RunFolder
 
 
@@ -41,8 +42,9 @@ class Run:
 
     @cached_property
     def config(self) -> RunConfig:
-        """The run's settings."""
-        return RunConfig.from_dict(self.folder.config)
+        """The run's settings; keys added since the run was written take the value their
+        absence means (:data:`~probe.store.run_schema.ADDED_KEYS`: an old run ran eager)."""
+        return RunConfig.from_dict({**ADDED_KEYS, **self.folder.config})
 
     @cached_property
     def metrics(self) -> dict[str, Any]:

@@ -11,12 +11,12 @@ Layout::
     probes.json, patching.json, steering.json, lens.json   analysis results
 
 A folder is only ever resumed with the config it was created with (up to the keys in
-:data:`RESUME_IGNORED`), so rows computed under two configs can never be mixed.
+:data:`~probe.store.run_schema.RESUME_IGNORED`), so rows computed under two configs can never
+be mixed.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,28 +31,14 @@ from probe.store.io import (
     repair_jsonl,
     to_jsonable,
 )
-from probe.store.runlock import LOCK_NAME
-
-# What a run folder's rows mean. A folder of another version is neither resumed, nor
-# re-scored, nor analysed: its rows would be mixed with, or read as, rows they are not.
-SCHEMA_VERSION = 2
-# Why rows of each earlier version cannot be re-scored (shown when such a folder is refused).
-SCHEMA_CHANGES: dict[int, str] = {
-    2: "option tokens are now those of prompt + option tokenized as one string; version 1 "
-       "scored Winogender pronouns after a lone ' ' token",
-}
-
-# Config keys that may change between a run and its resume because they do not change
-# results. Matched against the full dotted key ("model.device") or its last part.
-RESUME_IGNORED: frozenset[str] = frozenset(
-    # data_dir may be spelled differently; the data files' hashes are compared instead.
-    {"batch_size", "device", "out", "progress", "verbose", "log_level", "num_workers",
-     "data_dir", "device_map", "allow_pickle"}
+from probe.store.run_schema import (
+    SCHEMA_VERSION,
+    changed_files,
+    config_diff,
+    ignored,
+    schema_error,
 )
-
-# Config keys added after runs were written, with the value a run.json without them means;
-# a resume or merge compares that value (so such runs still resume under the default).
-ADDED_KEYS: dict[str, Any] = {"cache_components": ["resid"]}
+from probe.store.runlock import LOCK_NAME
 
 ANALYSIS_FILES: dict[str, str] = {
     "probes": "probes.json",
@@ -66,52 +52,6 @@ log = logging.getLogger(__name__)
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as {"a.b": value}; other values (lists included) are leaves."""
-    if not isinstance(obj, dict) or (prefix and not obj):
-        return {prefix: obj}
-    out: dict[str, Any] = {}
-    for key, value in obj.items():
-        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
-
-
-def config_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """Keys whose values differ, as {dotted key: (old, new)}; a missing side is ``None``.
-
-    Both sides go through JSON first, so a tuple equals the list it was stored as; a key of
-    :data:`ADDED_KEYS` missing on a side reads as the value its absence means.
-    """
-    a = _flatten(json.loads(json.dumps(to_jsonable({**ADDED_KEYS, **old}))))
-    b = _flatten(json.loads(json.dumps(to_jsonable({**ADDED_KEYS, **new}))))
-    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
-
-
-def _ignored(key: str) -> bool:
-    return key in RESUME_IGNORED or key.rsplit(".", 1)[-1] in RESUME_IGNORED
-
-
-def _changed_files(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Names of files recorded in both provenances whose content hash differs."""
-    before, after = old.get("files") or {}, new.get("files") or {}
-    return sorted(name for name in set(before) & set(after)
-                  if (before[name] or {}).get("sha256") != (after[name] or {}).get("sha256"))
-
-
-def schema_error(path: Path, version: Any, config: dict[str, Any]) -> ConfigError:
-    """The one-line refusal of a run folder written under another schema version."""
-    if isinstance(version, int) and version > SCHEMA_VERSION:
-        return ConfigError(f"{path} has run schema_version {version}, newer than this probe's "
-                           f"{SCHEMA_VERSION}; upgrade probe to read it")
-    why = "; ".join(SCHEMA_CHANGES[v] for v in sorted(SCHEMA_CHANGES)
-                    if not isinstance(version, int) or v > version)
-    model = config.get("model", "MODEL")
-    return ConfigError(f"{path} has run schema_version {version!r}; this probe reads "
-                       f"{SCHEMA_VERSION} ({why}), so its rows cannot be re-scored or resumed; "
-                       f"re-run with `probe run --model {model} ... --out NEW_FOLDER` "
-                       f"(its options are in {path / 'run.json'})")
 
 
 def unique_rows(numbered: list[tuple[int, dict[str, Any]]], path: Path) -> list[dict[str, Any]]:
@@ -210,8 +150,8 @@ class RunFolder:
                          provenance: dict[str, Any]) -> RunFolder:
         """Start a run in ``path`` or resume the one there if its config matches.
 
-        A resume with differing :data:`RESUME_IGNORED` keys, or under other provenance (a
-        new commit), is allowed and recorded in run.json's "resumes" list.
+        A resume with differing :data:`~probe.store.run_schema.RESUME_IGNORED` keys, or under
+        other provenance (a new commit), is allowed and recorded in run.json's "resumes" list.
         """
         path = Path(path)
         if path.exists() and not path.is_dir():
@@ -220,7 +160,7 @@ class RunFolder:
             return cls._start(path, config, provenance)
         info = cls._read_info(path)
         diff = config_diff(info["config"], config)
-        blocking = {k: v for k, v in diff.items() if not _ignored(k)}
+        blocking = {k: v for k, v in diff.items() if not ignored(k)}
         if blocking and cls._nothing_computed(path):
             # A start that failed before its first row (bad flag, no GPU) must not pin the
             # folder to its config: nothing is lost by starting again with the new one.
@@ -231,10 +171,10 @@ class RunFolder:
             detail = "; ".join(f"key {k}: {o!r} -> {n!r}" for k, (o, n) in blocking.items())
             raise ConfigError(f"run folder {path} was written with another config: {detail}; "
                               f"use a new --out")
-        changed_files = _changed_files(info.get("provenance", {}), provenance)
-        if changed_files:
+        changed = changed_files(info.get("provenance", {}), provenance)
+        if changed:
             raise ConfigError(f"run folder {path} was written from other data or model files "
-                              f"(sha256 differs: {', '.join(changed_files)}); use a new --out")
+                              f"(sha256 differs: {', '.join(changed)}); use a new --out")
         folder = cls(path, info)
         folder._remove_temp_files()
         folder.info.setdefault("resumes", []).append(
