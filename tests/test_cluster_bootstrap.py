@@ -152,3 +152,39 @@ def test_unifiedqa_age_ambiguous_row_vs_template_width() -> None:
 def test_winogender_cluster_key_is_the_occupation() -> None:
     assert winogender.cluster_key({"meta": {"occupation": "nurse"}}) == "nurse"
     assert bbq.cluster_key({"category": "Age", "meta": {"question_index": "3"}}) == "bbq:Age:3"
+
+
+def test_analysis_intervals_resample_clusters_not_copies() -> None:
+    """ans.mean_ci (patching, steering, lens): singleton clusters are the item bootstrap
+    exactly; copies of an item inside its own cluster leave the clustered interval unchanged
+    (one template is one unit of evidence) while the item bootstrap narrows about sqrt(k)."""
+    from probe.analysis import answers as ans
+
+    vals = np.random.default_rng(3).normal(0.2, 1.0, 12)
+    plain = ans.mean_ci(vals)
+    assert ans.mean_ci(vals, clusters=list(range(12))) == plain
+    assert plain["n_clusters"] == 12
+    copies = np.repeat(vals, 4)
+    keys = np.repeat(np.arange(12), 4).tolist()
+    clustered = ans.mean_ci(copies, clusters=keys)
+    assert clustered["ci"] == pytest.approx(plain["ci"], abs=1e-12)
+    assert (clustered["n"], clustered["n_clusters"]) == (48, 12)
+    naive = ans.mean_ci(copies)
+    width = (plain["ci"][1] - plain["ci"][0]) / (naive["ci"][1] - naive["ci"][0])
+    assert 1.6 < width < 2.5
+
+
+def test_patching_gap_needs_five_templates() -> None:
+    """A large gap over 12 items of 2 templates carries no normalised ratio; the same items
+    in 6 templates do. The control verdict applies the same floor."""
+    from probe.analysis.patch_control import NOT_DISTINGUISHABLE, control_verdict
+    from probe.analysis.patch_study import gap_summary
+
+    src = np.linspace(1.0, 1.5, 12)
+    two = gap_summary(src, src - 2.0, clusters=[k % 2 for k in range(12)])
+    assert not two["reliable"] and "2 templates" in two["note"]
+    assert gap_summary(src, src - 2.0, clusters=[k % 6 for k in range(12)])["reliable"]
+    diff = {"mean": 2.0, "ci": [1.5, 2.5], "n": 12, "n_clusters": 2}
+    verdict, note = control_verdict(diff, 12)
+    assert verdict == NOT_DISTINGUISHABLE and "2 templates" in note
+    assert control_verdict({**diff, "n_clusters": 6}, 12)[0].startswith("differs")

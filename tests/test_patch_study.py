@@ -61,6 +61,12 @@ def test_patch_command_on_an_aligned_run(tmp_path: Path, mode: str) -> None:
     assert len(out["resid"]["denoise"]) == n_layers + 1
     assert len(out["resid"]["denoise"][0]) == len(meta["first_item_tokens"]) > 20
     assert len(meta["edited_offsets"]) == 1  # the one word that differs
+    # Every interval resamples the items' templates, which the meta counts.
+    from probe.analysis import answers as ans
+
+    templates = set(ans.item_clusters(ans.load_run(run), [i["item_id"] for i in out["items"]]))
+    assert meta["n_clusters"] == len(templates) == out["metric"]["gap"]["n_clusters"]
+    assert last_cell_clusters(out) == len(templates)
     assert (out["resid"]["answer"] is None) == (mode == "letter")
     assert len(out["heads"]["denoise"][1]) == 4
     assert len(out["components"]["noise"]["mlp"]) == n_layers
@@ -74,6 +80,10 @@ def test_patch_command_on_an_aligned_run(tmp_path: Path, mode: str) -> None:
     table = patching_html(out)  # the report's table says what it shows of the grid, and n
     assert f"all {len(meta['first_item_tokens'])} patched positions (every position)" in table
     assert f"over n={meta['n_items']} items" in table
+
+
+def last_cell_clusters(out: dict) -> int:
+    return out["resid"]["denoise"][-1][-1]["delta"]["n_clusters"]
 
 
 def test_patch_command_on_an_unaligned_run(tmp_path: Path) -> None:
@@ -108,7 +118,7 @@ class patch_model:  # noqa: N801 - a context manager used like a function
 
 def test_placebo_control_is_recorded_and_judged(tmp_path: Path) -> None:
     from probe.analysis import answers as ans
-    from probe.analysis.patch_control import NOT_DISTINGUISHABLE
+    from probe.analysis.patch_control import MIN_ITEMS, NOT_DISTINGUISHABLE
     from probe.analysis.patch_study import run_patching
     from probe.presentation.report_where import patching_where
 
@@ -125,8 +135,11 @@ def test_placebo_control_is_recorded_and_judged(tmp_path: Path) -> None:
             for i in by_id]
     assert ctrl["gap"]["mean"] == pytest.approx(float(np.mean(want)), abs=1e-4)
     low, high = ctrl["instruct-1_minus_control"]["ci"]
-    assert (ctrl["verdict"] == NOT_DISTINGUISHABLE) == (low <= 0 <= high)
-    assert f"Control placebo-1 (n={ctrl['n']} items)" in patching_where(out)
+    k = ctrl["instruct-1_minus_control"]["n_clusters"]
+    # Fewer templates than MIN_ITEMS give a degenerate interval: never "differs" then.
+    assert (ctrl["verdict"] == NOT_DISTINGUISHABLE) == (low <= 0 <= high or k < MIN_ITEMS)
+    assert k == out["meta"]["n_clusters"] == len(set(ans.item_clusters(run, list(by_id))))
+    assert f"Control placebo-1 (n={ctrl['n']} items, {k} templates)" in patching_where(out)
     # The instruction as its own control cannot be told apart from it.
     same = run_patching(str(run_dir), "instruct-1", "negate-1", loaded=loaded,
                         control="instruct-1")["control"]

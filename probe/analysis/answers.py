@@ -15,6 +15,7 @@ ambiguous items and the label on disambiguated items where the label is not the 
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -171,15 +172,42 @@ def _final(item: Item, condition: str) -> tuple[str, str]:
     return final.user, final.assistant_prefix
 
 
-def mean_ci(values: np.ndarray | list[float], n_boot: int = N_BOOT,
-            seed: int = 0) -> dict[str, Any]:
-    """Mean of ``values`` with a percentile-bootstrap 95% interval over items."""
+def mean_ci(values: np.ndarray | list[float], n_boot: int = N_BOOT, seed: int = 0,
+            clusters: Sequence[Hashable] | None = None) -> dict[str, Any]:
+    """Mean of ``values`` with a percentile-bootstrap 95% interval, ``n`` and ``n_clusters``.
+
+    ``clusters`` (one key per value, e.g. :func:`item_clusters`) resamples whole clusters,
+    as every metric of the run does: items made from one template are not independent, and
+    resampling them one by one would give too narrow an interval. None: each value is its
+    own cluster.
+    """
     vals = np.asarray(values, dtype=float)
     if vals.size == 0:
-        return {"mean": None, "ci": [None, None], "n": 0}
+        return {"mean": None, "ci": [None, None], "n": 0, "n_clusters": 0}
+    keys = list(range(vals.size)) if clusters is None else list(clusters)
     cols = np.stack([vals, np.ones_like(vals)], axis=1)
-    low, high = bootstrap_ci(cols, lambda s: s[:, 0] / s[:, 1], n_boot, seed)
-    return {"mean": float(vals.mean()), "ci": [_num(low), _num(high)], "n": int(vals.size)}
+    low, high = bootstrap_ci(cols, lambda s: s[:, 0] / s[:, 1], n_boot, seed, clusters=keys)
+    return {"mean": float(vals.mean()), "ci": [_num(low), _num(high)], "n": int(vals.size),
+            "n_clusters": len(set(keys))}
+
+
+def cluster_of(item: Item) -> Hashable:
+    """The cluster an item's metrics resample: its BBQ template (category x question index)
+    or its Winogender occupation, the keys :mod:`probe.scoring` uses."""
+    from probe.scoring import bbq, winogender
+
+    row = {"category": item.category, "group": item.group, "meta": item.meta}
+    return (winogender.cluster_key if item.benchmark == "winogender" else bbq.cluster_key)(row)
+
+
+def item_clusters(run: RunData, item_ids: Sequence[str]) -> list[Hashable]:
+    """:func:`cluster_of` each of ``item_ids`` (items of ``run``)."""
+    by_id = {item.item_id: item for item in run.items}
+    missing = [i for i in item_ids if i not in by_id]
+    if missing:
+        raise DataError(f"items {missing[:3]} are not among the run's reloaded items",
+                        str(run.path))
+    return [cluster_of(by_id[i]) for i in item_ids]
 
 
 def _num(value: float) -> float | None:

@@ -95,10 +95,12 @@ def condition_lens(engine: Engine, run: ans.RunData, condition: str
     item_ids, scores = ro.item_means([q.item_id for q in queries], np.stack(per_item))
     ok = np.isfinite(scores).all(axis=(1, 2))
     scores = scores[ok]
-    layers = [{"unbiased": ans.mean_ci(scores[:, h, 0]), "biased": ans.mean_ci(scores[:, h, 1]),
-               "readout": ans.mean_ci(scores[:, h, 0] - scores[:, h, 1])}
-              for h in range(scores.shape[1])]
     ids = [i for i, keep in zip(item_ids, ok, strict=True) if keep]
+    keys = ans.item_clusters(run, ids)  # intervals resample templates, as the metrics do
+    layers = [{"unbiased": ans.mean_ci(scores[:, h, 0], clusters=keys),
+               "biased": ans.mean_ci(scores[:, h, 1], clusters=keys),
+               "readout": ans.mean_ci(scores[:, h, 0] - scores[:, h, 1], clusters=keys)}
+              for h in range(scores.shape[1])]
     return {"n_items": len(ids), "item_ids": ids, "layers": layers,
             "n_undefined": int((~ok).sum())}, max(diffs)
 

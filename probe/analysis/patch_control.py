@@ -54,20 +54,26 @@ def control_block(run: ans.RunData, engine: Engine, control: str, source: str, t
     keep = [k for k, i in enumerate(item_ids) if i in found]
     ctrl = np.array([found[item_ids[k]] for k in keep])
     s, t = src[keep], tgt[keep]
-    diff = ans.mean_ci(s - ctrl)
+    clusters = ans.item_clusters(run, [item_ids[k] for k in keep])
+    diff = ans.mean_ci(s - ctrl, clusters=clusters)
     verdict, note = control_verdict(diff, len(keep))
     return {"name": control, "source": control, "target": target, "n": len(keep),
-            "gap": gap_summary(ctrl, t), f"{source}_minus_control": diff, "verdict": verdict,
-            "note": note}
+            "gap": gap_summary(ctrl, t, clusters=clusters), f"{source}_minus_control": diff,
+            "verdict": verdict, "note": note}
 
 
 def control_verdict(diff: dict[str, Any], n: int) -> tuple[str, str | None]:
     """Verdict on the instruction-minus-control difference, and why when it cannot differ:
-    an interval containing 0, or fewer than MIN_ITEMS items (a degenerate interval)."""
+    an interval containing 0, or fewer than MIN_ITEMS items or templates (the interval
+    resamples templates, so fewer make it degenerate)."""
     low, high = diff.get("ci") or [None, None]
     if n < MIN_ITEMS:
         return NOT_DISTINGUISHABLE, (f"n={n} items: too few for an interval (at least "
                                      f"{MIN_ITEMS})")
+    k = diff.get("n_clusters", n)
+    if k < MIN_ITEMS:
+        return NOT_DISTINGUISHABLE, (f"{k} templates among the {n} items: too few for an "
+                                     f"interval (at least {MIN_ITEMS})")
     if low is None or high is None or low <= 0 <= high:
         return NOT_DISTINGUISHABLE, None
     # which side: an instruction that moves the readout less than a neutral placebo also

@@ -16,7 +16,7 @@ n.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,30 +38,35 @@ THRESHOLD = 0.1  # nats: a smaller mean source-target gap makes the ratio meanin
 
 
 def gap_summary(source: np.ndarray, target: np.ndarray, threshold: float = THRESHOLD,
-                seed: int = 0) -> dict[str, Any]:
-    """Mean source-target gap with its interval, and whether a ratio over it is meaningful."""
-    gap = ans.mean_ci(source - target, seed=seed)
+                seed: int = 0, clusters: Sequence[Hashable] | None = None) -> dict[str, Any]:
+    """Mean source-target gap with its interval (resampling ``clusters``: the items'
+    templates), and whether a ratio over it is meaningful."""
+    gap = ans.mean_ci(source - target, seed=seed, clusters=clusters)
     low, high = gap["ci"]
     reliable = (gap["mean"] is not None and abs(gap["mean"]) >= threshold
                 and low is not None and high is not None and not low <= 0 <= high
-                and gap["n"] >= MIN_ITEMS)
+                and min(gap["n"], gap["n_clusters"]) >= MIN_ITEMS)
     note = None if reliable else (
-        f"mean source-target gap {gap['mean']} (95% CI {gap['ci']}, n={gap['n']}) is below "
-        f"{threshold} nats, its interval includes 0 or n is under {MIN_ITEMS}: normalised "
-        f"effects are left out (null)")
+        f"mean source-target gap {gap['mean']} (95% CI {gap['ci']}, n={gap['n']} items, "
+        f"{gap['n_clusters']} templates) is below {threshold} nats, its interval includes 0 "
+        f"or it rests on fewer than {MIN_ITEMS} items or templates: normalised effects are "
+        f"left out (null)")
     return {**gap, "reliable": reliable, "note": note}
 
 
 def effect(patched: np.ndarray, unpatched: np.ndarray, other: np.ndarray, reliable: bool,
-           threshold: float = THRESHOLD, seed: int = 0) -> dict[str, Any]:
-    """Raw patched readout, delta from unpatched, and normalised effect of one patch."""
+           threshold: float = THRESHOLD, seed: int = 0,
+           clusters: Sequence[Hashable] | None = None) -> dict[str, Any]:
+    """Raw patched readout, delta from unpatched, and normalised effect of one patch;
+    intervals resample ``clusters`` (one key per item; None: items)."""
     gap, delta = other - unpatched, patched - unpatched
-    out: dict[str, Any] = {"patched": ans.mean_ci(patched, seed=seed),
-                           "delta": ans.mean_ci(delta, seed=seed),
+    out: dict[str, Any] = {"patched": ans.mean_ci(patched, seed=seed, clusters=clusters),
+                           "delta": ans.mean_ci(delta, seed=seed, clusters=clusters),
                            "normalised": None, "normalised_items": None, "n": int(len(delta))}
     if reliable and len(delta):
         cols = np.stack([delta, gap], axis=1)
-        low, high = bootstrap_ci(cols, lambda s: s[:, 0] / s[:, 1], ans.N_BOOT, seed)
+        low, high = bootstrap_ci(cols, lambda s: s[:, 0] / s[:, 1], ans.N_BOOT, seed,
+                                 clusters=None if clusters is None else list(clusters))
         out["normalised"] = {"mean": float(delta.mean() / gap.mean()),
                              "ci": [ans._num(low), ans._num(high)]}
     big = np.abs(gap) >= threshold
@@ -72,16 +77,17 @@ def effect(patched: np.ndarray, unpatched: np.ndarray, other: np.ndarray, reliab
     return out
 
 
-def _cells(arrays: dict[str, np.ndarray], reliable: bool, threshold: float
-           ) -> dict[str, list[dict[str, Any]]]:
+def _cells(arrays: dict[str, np.ndarray], reliable: bool, threshold: float,
+           clusters: Sequence[Hashable] | None = None) -> dict[str, list[dict[str, Any]]]:
     """Effects of every patch both ways, over the items the patch touched."""
     src, tgt = arrays["source"], arrays["target"]
     out: dict[str, list[dict[str, Any]]] = {"denoise": [], "noise": []}
     for i, ok in enumerate(arrays["valid"]):
+        keys = None if clusters is None else [c for c, k in zip(clusters, ok, strict=True) if k]
         out["denoise"].append(effect(arrays["denoise"][i][ok], tgt[ok], src[ok], reliable,
-                                     threshold))
+                                     threshold, clusters=keys))
         out["noise"].append(effect(arrays["noise"][i][ok], src[ok], tgt[ok], reliable,
-                                   threshold))
+                                   threshold, clusters=keys))
     return out
 
 
@@ -104,11 +110,13 @@ def identity_checks(arrays: dict[str, np.ndarray], plan: pp.Plan, start: int | N
 
 
 def summarise(arrays: dict[str, np.ndarray], plan: pp.Plan, n_layers: int,
-              threshold: float = THRESHOLD) -> dict[str, Any]:
-    """patching.json's results: readout, residual grid, answer columns, components, heads."""
+              threshold: float = THRESHOLD, clusters: Sequence[Hashable] | None = None
+              ) -> dict[str, Any]:
+    """patching.json's results: readout, residual grid, answer columns, components, heads.
+    ``clusters`` (each item's template) are what every interval resamples."""
     src, tgt = arrays["source"], arrays["target"]
-    gap = gap_summary(src, tgt, threshold)
-    cells = _cells(arrays, gap["reliable"], threshold)
+    gap = gap_summary(src, tgt, threshold, clusters=clusters)
+    cells = _cells(arrays, gap["reliable"], threshold, clusters)
     k, n_hooks = len(plan.offsets), n_layers + 1
     labels = [f"resid_pre {L}" for L in range(n_layers)] + [f"resid_post {n_layers - 1}"]
     resid: dict[str, Any] = {"hooks": resid_hooks(n_layers), "labels": labels,
@@ -130,7 +138,8 @@ def summarise(arrays: dict[str, np.ndarray], plan: pp.Plan, n_layers: int,
                    + len(plan.heads)]
         heads[d] = [head[L * n_heads:(L + 1) * n_heads] for L in range(n_layers)]
     resid["answer"] = answer if plan.answer else None
-    return {"metric": {"source": ans.mean_ci(src), "target": ans.mean_ci(tgt), "gap": gap},
+    return {"metric": {"source": ans.mean_ci(src, clusters=clusters),
+                       "target": ans.mean_ci(tgt, clusters=clusters), "gap": gap},
             "resid": resid, "components": comps, "heads": heads,
             "identities": identity_checks(arrays, plan)}
 
@@ -200,7 +209,8 @@ def run_patching(run_dir: str, source: str, target: str = ans.BASELINE,
                           pairs)
     finally:
         ckpt.close()
-    result = summarise(arrays, plan, loaded.n_layers, threshold)
+    clusters = ans.item_clusters(run, list(arrays["item_ids"]))
+    result = summarise(arrays, plan, loaded.n_layers, threshold, clusters)
     result["readout"] = ro.readout_meta(run.config.mode)
     control = control or pc.default_control(run, source)
     result["control"] = None if control is None else pc.control_block(
@@ -210,6 +220,9 @@ def run_patching(run_dir: str, source: str, target: str = ans.BASELINE,
         "source": source, "target": target, "alignment": plan.alignment, "scope": plan.scope,
         "n_unaligned_pairs": plan.n_unaligned, "n_items": len(arrays["item_ids"]),
         "n_prompt_pairs": len(pairs), "orders_per_item": len(pairs) // len(arrays["item_ids"]),
+        "n_clusters": len(set(clusters)),
+        "intervals": "95% percentile bootstrap over templates (items of one template are "
+                     "resampled together)",
         "skipped": skipped,
         "model": run.config.model, "mode": run.config.mode,
         "positions": "offsets from the prompt end (-1 = last prompt token); 'answer' = the "

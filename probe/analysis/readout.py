@@ -232,18 +232,20 @@ def row_value(row: dict[str, Any]) -> float | None:
 
 
 def rows_readout(engine: Engine, run: ans.RunData, rows: list[dict[str, Any]],
-                 hooks: list[tuple[str, HookFn]]) -> list[float]:
-    """Per-row readout of re-scored rows: from their option_scores in likelihood modes; in
-    generate mode (no scores) the rows' prompts are scored again with ``hooks`` attached."""
+                 hooks: list[tuple[str, HookFn]]) -> list[float | None]:
+    """Per-row readout of re-scored rows (None where a row has none), aligned with ``rows``:
+    from their option_scores in likelihood modes; in generate mode (no scores) the rows'
+    prompts are scored again with ``hooks`` attached."""
     mode = run.config.mode
     if mode != "generate":
-        return [v for v in map(row_value, rows) if v is not None]
+        return [row_value(r) for r in rows]
     items = {it.item_id: it for it in run.items}
-    queries = [q for q in (query(run, engine, items[r["item_id"]], r["condition"])
-                           for r in rows) if q is not None]
-    out: list[float] = []
-    for start in range(0, len(queries), engine.batch_size):
-        vals = score(engine, mode, queries[start:start + engine.batch_size], hooks)
-        out += [float(v) for v in vals if torch.isfinite(v)]
-    return out
+    queries = [query(run, engine, items[r["item_id"]], r["condition"]) for r in rows]
+    asked = [q for q in queries if q is not None]
+    values: list[float | None] = []
+    for start in range(0, len(asked), engine.batch_size):
+        vals = score(engine, mode, asked[start:start + engine.batch_size], hooks)
+        values += [float(v) if torch.isfinite(v) else None for v in vals]
+    it = iter(values)
+    return [None if q is None else next(it) for q in queries]
 

@@ -92,10 +92,11 @@ def score_baseline(engine: Engine, run: ans.RunData, units: list[Unit],
     return rows
 
 
-def bias_summary(rows: list[dict[str, Any]], readout: list[float] | None = None
+def bias_summary(rows: list[dict[str, Any]], readout: list[float | None] | None = None
                  ) -> dict[str, Any]:
     """Overall BBQ bias score (with interval) and accuracy per context condition, and the
-    mean readout (:mod:`probe.analysis.readout`) over the rows that have one."""
+    mean readout (:mod:`probe.analysis.readout`; one value or None per row) over the rows
+    that have one, its interval resampling templates as the bias score's does."""
     from probe.scoring.metrics import compute_metrics
 
     overall = compute_metrics(rows)["conditions"][ans.BASELINE]["bbq"]["overall"]
@@ -103,8 +104,18 @@ def bias_summary(rows: list[dict[str, Any]], readout: list[float] | None = None
                                 "ci": overall[cc]["bias_score_ci"],
                                 "accuracy": overall[cc]["accuracy"], "n": overall[cc]["n"]}
                            for cc in ("ambig", "disambig")}
-    out["readout"] = ans.mean_ci(readout or [])
+    out["readout"] = readout_summary(rows, readout or [None] * len(rows))
     return out
+
+
+def readout_summary(rows: list[dict[str, Any]], readout: list[float | None]) -> dict[str, Any]:
+    """Mean readout over the rows that have one (``readout`` is aligned with ``rows``), its
+    interval resampling BBQ templates as the bias score's does."""
+    from probe.scoring import bbq
+
+    have = [(v, bbq.cluster_key(r)) for v, r in zip(readout, rows, strict=True)
+            if v is not None]
+    return ans.mean_ci([v for v, _ in have], clusters=[k for _, k in have])
 
 
 def same_as_run(rows: list[dict[str, Any]], run: ans.RunData, tol: float = 1e-4) -> bool:
@@ -141,7 +152,7 @@ def steered_folds(engine: Engine, run: ans.RunData, folds: list[list[Unit]],
                   ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Each half re-scored under its own hooks (none: the run as it was); pooled summary."""
     rows: list[dict[str, Any]] = []
-    readout: list[float] = []
+    readout: list[float | None] = []
     for units, fold_hooks in zip(folds, hooks, strict=True):
         adders = [fn for _, fn in fold_hooks if isinstance(fn, sc.LastPromptAdd)]
         with contextlib.ExitStack() as stack:
@@ -235,11 +246,11 @@ def run_steering(run_dir: str, instruction: str, layers: list[int] | None = None
     finally:
         bar.close()
         ckpt.close()
-    stored = [v for v in (ro.row_value(run.rows[(u.item.item_id, u.condition)])
-                          for u in units) if v is not None]
+    stored_rows = [run.rows[(u.item.item_id, u.condition)] for u in units]
+    stored = readout_summary(stored_rows, [ro.row_value(r) for r in stored_rows])
     out = json_safe({
         "readout": {**ro.readout_meta(run.config.mode),
-                    "alpha0": zero["readout"], "run_stored": ans.mean_ci(stored)},
+                    "alpha0": zero["readout"], "run_stored": stored},
         "meta": {"instruction": instruction, "layers": layers, "alphas": alphas,
                  "hook": "blocks.L.hook_resid_post at each row's last prompt position (where "
                          "the direction was measured); not on options or generated tokens",

@@ -81,7 +81,9 @@ def _placebo_text(data: dict[str, Any], found: dict[str, Any]) -> str | None:
         return None
     gap = found.get("gap") or {}
     name, target = found.get("name") or "control", found.get("target") or "the target"
-    text = (f"Control {name} (n={found.get('n')} items): its readout gap to {target} "
+    k = diff.get("n_clusters")
+    text = (f"Control {name} (n={found.get('n')} items"
+            + (f", {k} templates" if k is not None else "") + f"): its readout gap to {target} "
             f"{with_ci(gap.get('mean'), gap.get('ci'))}; {source} − {name} "
             f"{with_ci(diff.get('mean'), diff.get('ci'))}: {found.get('verdict')}")
     return text + (f" ({found['note']})" if found.get("note") else "")
@@ -119,9 +121,12 @@ def _unreliable_why(gap: dict[str, Any], threshold: Any) -> str:
         reasons.append(f"the gap is below the {fmt(threshold)}-nat threshold")
     if isinstance(ci, list) and len(ci) == 2 and not _excludes_zero(ci):
         reasons.append("its 95% interval contains 0")
-    n = gap.get("n")
+    n, k = gap.get("n"), gap.get("n_clusters")
     if isinstance(n, int) and n < MIN_ITEMS:
         reasons.append(f"it rests on {n} item{'s' * (n != 1)} (under {MIN_ITEMS})")
+    elif isinstance(k, int) and k < MIN_ITEMS:
+        reasons.append(f"its {n} items come from {k} template{'s' * (k != 1)} (under "
+                       f"{MIN_ITEMS})")
     if not reasons:
         return str(gap.get("note") or "the gap is too small or its interval contains 0")
     return " and ".join(reasons) + ", so a normalised effect would divide by noise"
@@ -147,7 +152,10 @@ def patching_where(data: Any) -> str:
     if not isinstance(gap, dict):
         return "<p>patching.json has no source-target gap: no localisable effect shown.</p>"
     pair = [f"{meta['source']} → {meta.get('target', 'baseline')}" if "source" in meta else "",
-            f"n={meta['n_items']} items" if "n_items" in meta else "",
+            (f"n={meta['n_items']} items" + (f", {meta['n_clusters']} templates (the unit "
+                                             f"the intervals resample)"
+                                             if "n_clusters" in meta else ""))
+            if "n_items" in meta else "",
             str(meta.get("alignment") or ""),
             f"patched: {meta['scope']}" if meta.get("scope") else "",
             f"readout: {_get(data, 'readout', 'mode')} mode" if _get(data, "readout") else ""]
