@@ -4,6 +4,7 @@ layer chosen on held-out folds behave as a reviewer expects on data with a known
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from probe.analysis import probe_controls as pc
 from probe.analysis import probes as pr
@@ -99,6 +100,18 @@ def test_nested_best_layer_finds_the_planted_layer():
     assert best["accuracy"] > 0.9 and best["p_value"] < 0.02
     assert records[2]["diffmeans"]["p_fwer"] < 0.02
     assert all(r["diffmeans"]["p_fwer"] >= r["diffmeans"]["p_value"] for r in records)
+
+
+def test_nested_best_of_one_layer_is_that_layers_probe_and_control():
+    """With one layer the nested choice has nothing to choose: its accuracy, control and p
+    equal that layer's own, which scores each control probe against its control labels
+    (a control probe scored against the true labels would sit at chance whatever it fits)."""
+    X, y, groups = clustered(signal=1.0, row_labels=True, offset=1.0)
+    records, best = _layers([X], y, groups)
+    layer = records[0]["diffmeans"]
+    assert best["accuracy"] == layer["accuracy"]
+    assert best["control_accuracy"] == pytest.approx(layer["control_accuracy"], abs=1e-12)
+    assert best["p_value"] == pytest.approx(layer["p_value"], abs=1e-12)
 
 
 def test_nested_best_layer_is_not_optimistic_on_noise():

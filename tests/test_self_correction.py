@@ -67,3 +67,24 @@ def test_missing_placebo_is_said_not_invented():
     got = sc.self_correction_rates(rows, "instruct-1", n_boot=100)["instruct-1"]
     assert got["difference"] is None and "no placebo-1 rows" in got["verdict"]
     assert sc.placebo_of("negate-3") == "placebo-3" and sc.placebo_of("cot") is None
+
+
+def test_no_verdict_from_one_template_or_a_point_interval():
+    """All items in one template: every resample is that template, so the interval is a
+    point and says nothing; the verdict says so instead of "above the placebo". The
+    placebo's rate carries its own interval."""
+    rows = study(0.6, 0.1, n=40, seed=4)
+    for r in rows:
+        r["group"] = "T0"
+    got = sc.self_correction_rates(rows, "instruct-1", n_boot=200)["instruct-1"]
+    assert got["difference"] > 0.3 and got["n_paired_templates"] == 1
+    assert got["verdict"] == "no verdict: one cluster, zero-width interval"
+    # six templates: a verdict, with the small-sample warnings as a note
+    six = sc.self_correction_rates(study(0.6, 0.1, n=36, seed=4), "instruct-1",
+                                   n_boot=200)["instruct-1"]
+    assert six["verdict"] == "above the placebo" and "6<10 clusters" in six["note"]
+    lo, hi = six["placebo_rate_ci"]
+    assert lo <= six["placebo_rate"] <= hi
+    assert sc.placebo_verdict(0.2, (0.2, 0.2), 30, 12)[0] == "no verdict: zero-width interval"
+    assert sc.placebo_verdict(0.2, (float("nan"), float("nan")), 30, 12)[0] == (
+        "no verdict: no interval")

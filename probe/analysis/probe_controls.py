@@ -79,13 +79,15 @@ def null_summary(null_acc: np.ndarray, null_auc: np.ndarray) -> dict[str, Any]:
 
 def nested_best(layers: list[int | None], inner: np.ndarray, scores: np.ndarray,
                 null_scores: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]],
-                y: np.ndarray, groups: np.ndarray, *, n_boot: int = 1000,
-                seed: int = 0) -> dict[str, Any]:
+                y: np.ndarray, groups: np.ndarray, controls: np.ndarray, *,
+                n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Best layer chosen per outer fold on its training templates, scored on its test ones.
 
     ``inner`` (L, folds): inner-CV accuracy on each outer training fold; ``scores`` (L, n):
-    out-of-fold decision scores; ``null_scores`` (L, B, n): the control draws' scores. The
-    null pools the control draws with the same per-fold layer choices.
+    out-of-fold decision scores; ``null_scores`` (L, B, n): the control draws' scores, each
+    fitted to the control labels ``controls`` (B, n) and scored against them, as each
+    layer's control is. The null pools the control draws with the same per-fold layer
+    choices.
     """
     pooled = np.zeros(scores.shape[1])
     null_pooled = np.zeros(null_scores.shape[1:])
@@ -96,7 +98,7 @@ def nested_best(layers: list[int | None], inner: np.ndarray, scores: np.ndarray,
         pooled[te] = scores[li, te]
         null_pooled[:, te] = null_scores[li][:, te]
     acc = float(np.mean((pooled > 0) == (y == 1)))
-    null_acc = np.mean((null_pooled > 0) == (y == 1)[None, :], axis=1)
+    null_acc = np.mean((null_pooled > 0) == (controls == 1), axis=1)
     cis = cluster_bootstrap(y, pooled, groups, n_boot=n_boot, seed=seed)
     return {"method": "nested: layer chosen on each outer fold's training templates "
                       "(inner-CV accuracy), scored on its held-out templates",

@@ -269,12 +269,13 @@ def probe_layers(store_or_arrays: Any, rows: list[dict[str, Any]],
             out.append(record)
             bar.update()
     bar.close()
-    _across_layers(out, fits, {t.name: t for t in live}, splits, seed, best_out)
+    _across_layers(out, fits, {t.name: t for t in live}, splits, controls, seed, best_out)
     return out
 
 
 def _across_layers(records: list[dict[str, Any]], fits: dict[tuple[str, str], list[ProbeResult]],
-                   live: dict[str, tg.Target], splits: dict[str, list[Any]], seed: int,
+                   live: dict[str, tg.Target], splits: dict[str, list[Any]],
+                   controls: dict[str, np.ndarray], seed: int,
                    best_out: dict[str, dict[str, Any]] | None) -> None:
     """Add ``p_fwer`` (max over layers) to each record; nested best layers to ``best_out``."""
     for (name, kind), results in fits.items():
@@ -289,7 +290,7 @@ def _across_layers(records: list[dict[str, Any]], fits: dict[tuple[str, str], li
                 [r["layer"] for r in mine], np.stack([r.inner for r in results]),
                 np.stack([r.scores for r in results]),
                 np.stack([r.null_scores for r in results]), splits[name], target.y,
-                target.groups, seed=seed)
+                target.groups, controls[name], seed=seed)
 
 
 def _row_indices(index: dict[tg.Key, int], target: tg.Target) -> list[int]:

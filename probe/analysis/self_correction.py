@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from probe.analysis.targets import BASELINE, conditions_in, meta_field
+from probe.scoring import bbq, gains
 from probe.scoring.stats import bootstrap_ci, cluster_sums, paired_difference
 
 METHOD = ("rate of ambiguous BBQ items, not 'unknown' at baseline, answering 'unknown' "
@@ -56,13 +57,14 @@ def placebo_of(condition: str) -> str | None:
 
 def _answers(rows: list[dict[str, Any]], cond: str,
              eligible: set[str]) -> dict[str, tuple[int, str]]:
-    """item -> (answered unknown, template) under ``cond``, first parsed row per item."""
+    """item -> (answered unknown, template) under ``cond``, first parsed row per item (the
+    template as every metric clusters it: :func:`probe.scoring.bbq.cluster_key`)."""
     out: dict[str, tuple[int, str]] = {}
     for r in rows:
         if r["condition"] == cond and r["item_id"] in eligible and r["item_id"] not in out:
             unknown = is_unknown(r)
             if unknown is not None:
-                out[r["item_id"]] = (int(unknown), str(r["group"]))
+                out[r["item_id"]] = (int(unknown), str(bbq.cluster_key(r)))
     return out
 
 
@@ -108,8 +110,28 @@ def _placebo(rows: list[dict[str, Any]], placebo: str | None,
     cols = np.array([[mine[i][0], 1, theirs[i][0], 1] for i in both], dtype=float)
     units = cluster_sums(cols, [mine[i][1] for i in both])
     diff, ci = paired_difference(units[:, :2], units[:, 2:], _rate, n_boot, seed)
-    verdict = ("not distinguishable from the placebo" if ci[0] <= 0 <= ci[1]
-               else "above the placebo" if ci[0] > 0 else "below the placebo")
-    return {"placebo_rate": float(cols[:, 2].mean()), "rate_paired": float(cols[:, 0].mean()),
+    verdict, note = placebo_verdict(diff, ci, len(both), len(units))
+    return {"placebo_rate": float(cols[:, 2].mean()),
+            "placebo_rate_ci": list(bootstrap_ci(units[:, 2:], _rate, n_boot, seed)),
+            "rate_paired": float(cols[:, 0].mean()),
             "difference": diff, "difference_ci": list(ci), "n_paired": len(both),
-            "n_paired_templates": len(units), "verdict": verdict}
+            "n_paired_templates": len(units), "verdict": verdict, "note": note}
+
+
+def placebo_verdict(diff: float, ci: tuple[float, float], n: int, n_templates: int
+                    ) -> tuple[str, str | None]:
+    """The verdict on C - placebo, by the rules every gain follows
+    (:func:`probe.scoring.gains.verdict`): none from a degenerate interval (one template, a
+    zero-width or undefined one), "not distinguishable from the placebo" when it contains 0,
+    else above or below; and the small-n warnings, as a note."""
+    gain = {"value": diff, "ci": [None if not np.isfinite(v) else float(v) for v in ci],
+            "n_items": n, "n_clusters": n_templates,
+            "spans_zero": bool(ci[0] <= 0 <= ci[1]) if np.all(np.isfinite(ci)) else None}
+    said = gains.verdict(gain)
+    warnings = [r for r in gains.small_n_reasons(gain) if r not in said]
+    note = "; ".join(warnings) or None
+    if said == "differs from 0":
+        return ("above the placebo" if ci[0] > 0 else "below the placebo"), note
+    if said == "not distinguishable from 0":
+        return "not distinguishable from the placebo", note
+    return said, note

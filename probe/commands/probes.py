@@ -52,8 +52,9 @@ def _print_rates(result: dict[str, Any]) -> None:
             if r.get("difference") is not None:
                 dlo, dhi = r["difference_ci"]
                 line += (f"; - {r['placebo']} {r['difference']:+.3f} [{dlo:+.3f}, {dhi:+.3f}] "
-                         f"(n={r['n_paired']})")
-            click.echo(f"{line}: {r['verdict']}")
+                         f"(n={r['n_paired']} items, {r.get('n_paired_templates')} templates)")
+            note = f" ({r['note']})" if r.get("note") else ""
+            click.echo(f"{line}: {r['verdict']}{note}")
 
 
 def _num(x: Any) -> str:

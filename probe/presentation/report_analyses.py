@@ -169,13 +169,15 @@ def _rates_html(rates: Any) -> str:
     if not isinstance(rates, dict) or not rates:
         return ""
     rows = [[c, with_ci(r.get("rate"), r.get("rate_ci")), r.get("n"), r.get("placebo") or "-",
-             fmt(r.get("placebo_rate")), with_ci(r.get("difference"), r.get("difference_ci")),
-             r.get("n_paired"), r.get("verdict")] for c, r in rates.items()
-            if isinstance(r, dict)]
+             with_ci(r.get("placebo_rate"), r.get("placebo_rate_ci")),
+             with_ci(r.get("difference"), r.get("difference_ci")),
+             f"{r.get('n_paired')} ({r.get('n_paired_templates', '?')} templates)",
+             str(r.get("verdict")) + (f" ({r['note']})" if r.get("note") else "")]
+            for c, r in rates.items() if isinstance(r, dict)]
     return ("<p>Self-correction: ambiguous items not 'unknown' at baseline that answer "
             "'unknown' under the condition, against the placebo instruction on the same "
             "items (paired template-cluster 95% interval).</p>"
-            + table(["condition", "rate [95% CI]", "n", "placebo", "placebo rate",
+            + table(["condition", "rate [95% CI]", "n", "placebo", "placebo rate [95% CI]",
                      "difference [95% CI]", "n paired", "verdict"], rows))
 
 
