@@ -169,8 +169,8 @@ def test_held_out_steering_with_a_random_band(tmp_path: Path, tiny: LoadedModel,
     for r in rand:
         low, high = r["readout"]["ci"]
         assert low <= r["readout"]["mean"] <= high
-        assert r["verdict"] in ("not distinguishable from the control",
-                                "outside the random-direction band")
+        assert r["verdict"] == ("no verdict: 4 random directions (at least 20 for a 5-95% "
+                                "band)")
     # each half is steered with the direction fitted on the other half's templates
     run = ans.load_run(run_dir)
     halves = sc.template_halves([it.group for it in run.items], 0)
@@ -222,3 +222,13 @@ def test_bad_random_direction_counts_and_alphas_are_refused(tmp_path: Path) -> N
     res = CliRunner().invoke(group, ["steer", str(tmp_path), "--instruction", "instruct-1",
                                      "--n-random", "0"])
     assert res.exit_code == 2 and "--n-random" in res.output, res.output
+
+
+def test_random_band_verdict_needs_twenty_draws_and_a_width() -> None:
+    steered = {"readout": {"mean": 0.5}}
+    wide = {"n_random": 20, "readout": {"ci": [-0.1, 0.1]}}
+    assert sc.verdict(steered, wide) == "outside the random-direction band"
+    assert sc.verdict({"readout": {"mean": 0.0}}, wide) == "not distinguishable from the control"
+    assert sc.verdict(steered, {**wide, "n_random": 19}).startswith("no verdict: 19 random")
+    point = {"n_random": 20, "readout": {"ci": [0.1, 0.1]}}
+    assert sc.verdict(steered, point) == "no verdict: zero-width random band"

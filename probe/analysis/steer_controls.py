@@ -98,10 +98,20 @@ def band(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+MIN_RANDOM = 20  # fewer draws cannot place a 5-95% band: its ends are the extreme draws
+
+
 def verdict(steered: dict[str, Any], control: dict[str, Any], key: str = "readout") -> str:
-    """Whether the steered mean lies inside the random directions' 5-95% band."""
+    """Whether the steered mean (of ``key``, the readout by default) lies inside the random
+    directions' 5-95% band; no verdict from fewer than MIN_RANDOM draws or a zero-width
+    band (every draw gave the same mean, so "outside" would follow from any difference)."""
     value, (low, high) = steered[key].get("mean"), control[key]["ci"]
     if not all(isinstance(v, (int, float)) for v in (value, low, high)):
         return "no control"
+    n = control.get("n_random", MIN_RANDOM)
+    if n < MIN_RANDOM:
+        return f"no verdict: {n} random directions (at least {MIN_RANDOM} for a 5-95% band)"
+    if high - low <= 1e-9 * max(1.0, abs(low), abs(high)):
+        return "no verdict: zero-width random band"
     return ("not distinguishable from the control" if low <= value <= high
             else "outside the random-direction band")

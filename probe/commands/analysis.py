@@ -103,7 +103,8 @@ def patch(run: Path, instruction: str, baseline: str, positions: int | None,
                    "re-scorings of the baseline per layer.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random control's seed.")
 @click.option("--n-random", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Norm-matched random directions in the control band.")
+              help="Norm-matched random directions in the control band (a verdict needs "
+                   "at least 20).")
 @LIMIT_OPT
 @DATA_OPT
 def steer(run: Path, instruction: str, layers: str | None, alphas: str, seed: int,
@@ -114,11 +115,15 @@ def steer(run: Path, instruction: str, layers: str | None, alphas: str, seed: in
     out = steer_run(run, instruction, layers=None if layers is None else _ints(layers, "--layers"),
                     alphas=_floats(alphas, "--alphas"), seed=seed, limit=limit, data_dir=data_dir,
                     n_random=n_random)
-    click.echo(f"{'layer':>5} {'kind':<9} {'alpha':>6}  ambig bias [95% CI]     "
-               f"disambig bias [95% CI]")
+    click.echo(f"{'layer':>5} {'kind':<9} {'alpha':>6}  readout [95% CI]        "
+               f"ambig bias [95% CI]      disambig bias [95% CI]   verdict (on the readout)")
     for rec in out["results"]:
         click.echo(f"{rec['layer']:>5} {rec['kind']:<9} {rec['alpha']:>6g}  "
-                   f"{_fmt(rec['ambig']):<24} {_fmt(rec['disambig'])}  {rec.get('verdict', '')}")
+                   f"{_fmt(rec['readout']):<24} {_fmt(rec['ambig']):<24} "
+                   f"{_fmt(rec['disambig']):<24} {rec.get('verdict', '')}")
+    click.echo("readout: log p(unbiased) - log p(biased), nats; direction rows: mean over items "
+               "with a template-cluster interval; random rows: median and 5-95% of the "
+               f"{out['meta']['n_random']} random directions")
     click.echo(f"wrote {run / 'steering.json'} and {run / 'plots' / 'steering.png'} "
                f"({out['meta']['seconds']} s)")
 

@@ -45,7 +45,8 @@ def _ci(block: dict[str, Any] | None) -> str:
               help="Multiples of the raw concept direction for --causal-layers; each nonzero "
                    "alpha re-scores the baseline 1 + --n-random times per layer.")
 @click.option("--n-random", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Norm-matched random directions in the causal check's control band.")
+              help="Norm-matched random directions in the causal check's control band (a "
+                   "verdict needs at least 20).")
 @click.option("--n-boot", type=click.IntRange(min=100), default=1000, show_default=True,
               help="Template-bootstrap draws.")
 @click.option("--seed", type=int, default=0, show_default=True,
