@@ -221,3 +221,30 @@ def test_compare_and_report_carry_the_paired_intervals(tmp_path: Path) -> None:
     assert "Self-correction gain over the baseline" in page
     assert "not distinguishable from 0" in page
     assert "differs from 0" in page
+
+
+def test_table_prints_accuracy_intervals_clusters_and_no_r_from_three_occupations() -> None:
+    """The terminal table gives BBQ accuracy its interval and each cell its template count
+    k; a Winogender r over fewer than 4 occupations (always +-1 over two) prints as n/a, from
+    4 on as a number, with the occupation count."""
+    def wino(n_occ: int) -> list[dict[str, Any]]:
+        return [{"benchmark": "winogender", "condition": "baseline", "pred": "male",
+                 "item_id": f"winogender:o{k}.{i}",
+                 "option_scores": [0.0, float(np.log(0.1 + 0.2 * k + 0.01 * i)), -40.0],
+                 "meta": {"occupation": f"o{k}", "bls_pct_female": 10.0 * k,
+                          "bergsma_pct_female": 5.0 * k}}
+                for k in range(n_occ) for i in range(3)]
+
+    three = [x for x in format_table(compute_metrics(wino(3), n_boot=100)).splitlines()
+             if x.startswith("baseline")][0].split()
+    assert three[1:5] == ["n/a"] * 4 and three[-3] == "3"  # r columns; k occupations
+    four = [x for x in format_table(compute_metrics(wino(4), n_boot=100)).splitlines()
+            if x.startswith("baseline")][0].split()
+    assert four[1].startswith("+") and four[-3] == "4"
+    rows = bbq_rows("baseline")
+    metrics = compute_metrics(rows, n_boot=100)
+    cell = metrics["conditions"]["baseline"]["bbq"]["overall"]["ambig"]
+    line = next(x for x in format_table(metrics).splitlines() if x.startswith("baseline"))
+    lo, hi = cell["accuracy_ci"]
+    assert f"[{100 * lo:.0f}, {100 * hi:.0f}]" in line
+    assert f" {cell['n']:>4} {cell['n_clusters']:>3} " in line

@@ -14,6 +14,7 @@ from typing import Any
 
 from probe.presentation.report_html import Raw, details, esc, fmt, pre, table, with_ci
 from probe.presentation.report_summary import MIN_N
+from probe.scoring.metrics import shown_r
 from probe.store.runs import RunFolder
 
 # stage -> the file or folder it writes (relative to the run folder)
@@ -121,9 +122,9 @@ def metrics_section(metrics: dict[str, Any], conds: list[str]) -> str:
 
 def _wino_row(name: str, w: dict[str, Any]) -> list[Any]:
     two = w.get("he_she") or {}
-    return [name, with_ci(w.get("r_bls"), w.get("r_bls_ci")),
-            with_ci(two.get("r_bls"), two.get("r_bls_ci")),
-            with_ci(w.get("r_bergsma"), w.get("r_bergsma_ci")),
+    return [name, with_ci(shown_r(w, "r_bls"), w.get("r_bls_ci")),
+            with_ci(shown_r(two, "r_bls"), two.get("r_bls_ci")),
+            with_ci(shown_r(w, "r_bergsma"), w.get("r_bergsma_ci")),
             *(fmt((w.get("rates") or {}).get(g)) for g in ("male", "female", "neutral")),
             f"{w.get('n')}{_flag(w.get('n'))}", w.get("n_unparsed"), w.get("n_occupations")]
 

@@ -191,7 +191,8 @@ def describe_gain(gain: dict[str, Any]) -> str:
     if value is None:
         return "n/a"
     ci = "[no interval]" if low is None or high is None else f"[{signed(low)}, {signed(high)}]"
-    n = f"n={gain.get('n_items')} items, {gain.get('n_clusters')} clusters"
+    k = gain.get("n_clusters")
+    n = f"n={gain.get('n_items')} items, {k} cluster{'' if k == 1 else 's'}"
     sure = verdict(gain)
     notes = [] if sure == "differs from 0" else [sure]
     notes += [r for r in small_n_reasons(gain) if r not in sure]
@@ -205,7 +206,7 @@ def format_gains(gains: dict[str, Any]) -> str:
         for metric, spec in METRICS.items():
             gain = (block.get(spec.benchmark) or {}).get(metric)
             if gain is not None:
-                lines.append(f"{cond:<12} {spec.label:<33} {describe_gain(gain)}")
+                lines.append(f"{cond:<12} {spec.label:<36} {describe_gain(gain)}")
     if not lines:
         return ""
     head = (f"Gain vs {next(iter(gains.values()))['vs']} (condition - baseline; 95% paired "

@@ -13,7 +13,7 @@ from typing import Any
 from probe.scoring.bbq import bbq_metrics
 from probe.scoring.gains import compute_gains, format_gains
 from probe.scoring.stats import LEVEL
-from probe.scoring.winogender import winogender_metrics
+from probe.scoring.winogender import MIN_R_CLUSTERS, winogender_metrics
 
 
 def json_safe(value: Any) -> Any:
@@ -76,6 +76,14 @@ def _ci(cell: dict[str, Any], key: str = "bias_score_ci") -> str:
     return f"[{lo:+.2f}, {hi:+.2f}]".rjust(16)
 
 
+def _pct_ci(cell: dict[str, Any], key: str) -> str:
+    """``[38, 52]``: a proportion's interval in percentage points; blank when undefined."""
+    lo, hi = cell.get(key) or (None, None)
+    if lo is None or hi is None:
+        return f"{'':>10}"
+    return f"[{100 * lo:.0f}, {100 * hi:.0f}]".rjust(10)
+
+
 def _bbq_lines(cond: str, bbq: dict[str, Any], by_category: bool) -> list[str]:
     lines = []
     cells = [("overall", bbq["overall"])]
@@ -85,29 +93,40 @@ def _bbq_lines(cond: str, bbq: dict[str, Any], by_category: bool) -> list[str]:
         parts = [f"{cond:<12} {name:<20}"]
         for context in ("ambig", "disambig"):
             c = cell[context]
-            parts.append(f"{_num(c['bias_score'])}{_ci(c)} {_pct(c['accuracy'])} {c['n']:>4} "
+            parts.append(f"{_num(c['bias_score'])}{_ci(c)} {_pct(c['accuracy'])}"
+                         f"{_pct_ci(c, 'accuracy_ci')} {c['n']:>4} {c.get('n_clusters', ''):>3} "
                          f"{c['n_unparsed']:>4} {_pct(c.get('unparsed_share'))}")
         lines.append(" | ".join(parts))
     return lines
 
 
+def shown_r(block: dict[str, Any], key: str) -> float | None:
+    """A Pearson r over occupations to print: None below MIN_R_CLUSTERS occupations, where
+    r says nothing (over two points it is always +1 or -1) and has no interval."""
+    n = block.get("n_occupations")
+    return None if isinstance(n, int) and n < MIN_R_CLUSTERS else block.get(key)
+
+
 def _wino_line(name: str, w: dict[str, Any]) -> str:
     rates, two = w["rates"], w.get("he_she") or {}
-    return (f"{name:<22} {_num(w['r_bls'], 7)}{_ci(w, 'r_bls_ci')} {_num(two.get('r_bls'), 7)} "
-            f"{_num(w['r_bergsma'], 7)} {_num(two.get('r_bergsma'), 7)} "
-            f"{_pct(w.get('p_female')):>7} {_pct(two.get('p_female')):>7} "
+    return (f"{name:<22} {_num(shown_r(w, 'r_bls'), 7)}{_ci(w, 'r_bls_ci')} "
+            f"{_num(shown_r(two, 'r_bls'), 7)} "
+            f"{_num(shown_r(w, 'r_bergsma'), 7)} {_num(shown_r(two, 'r_bergsma'), 7)} "
+            f"{_pct(w.get('p_female')):>7}{_pct_ci(w, 'p_female_ci')} "
+            f"{_pct(two.get('p_female')):>7} "
             f"{_pct(rates['male']):>7} {_pct(rates['female']):>7} {_pct(rates['neutral']):>7} "
-            f"{w['n']:>5} {w['n_unparsed']:>5} {_pct(w.get('unparsed_share'))}")
+            f"{w['n']:>5} {w.get('n_occupations') or 0:>3} {w['n_unparsed']:>5} "
+            f"{_pct(w.get('unparsed_share'))}")
 
 
 def _wino_lines(wino: dict[str, dict[str, Any]]) -> list[str]:
     """Per condition: both participant kinds pooled, then each kind; r and mean P(female)
     with P(female) over he/she/they (3) and over he/she (2)."""
-    lines = [f"{'Winogender':<22} {'r(BLS)':^31} {'r(Bergsma)':^15} {'P(female)':^15} "
+    lines = [f"{'Winogender':<22} {'r(BLS)':^31} {'r(Bergsma)':^15} {'P(female)':^25} "
              f"{'answers':^23}",
              f"{'condition / participant':<22} {'3':>7}{'95% CI':>16} {'2':>7} {'3':>7} "
-             f"{'2':>7} {'3':>7} {'2':>7} {'male':>7} {'female':>7} {'neutral':>7} {'n':>5} "
-             f"{'unparsed':>12}"]
+             f"{'2':>7} {'3':>7}{'95% CI':>10} {'2':>7} {'male':>7} {'female':>7} "
+             f"{'neutral':>7} {'n':>5} {'k':>3} {'unparsed':>12}"]
     for cond, w in wino.items():
         lines.append(_wino_line(cond, w))
         kinds = w.get("by_participant") or {}
@@ -124,8 +143,9 @@ def format_table(metrics: dict[str, Any], by_category: bool = False) -> str:
     out: list[str] = []
     bbq = {c: m["bbq"] for c, m in conditions.items() if "bbq" in m}
     if bbq:
-        head = f"{'bias':>7}{'95% CI':>16} {'acc':>6} {'n':>4} {'unparsed':>11}"
-        out.append(f"{'BBQ':<12} {'':<20} | {'ambiguous':^45} | {'disambiguated':^45}")
+        head = (f"{'bias':>7}{'95% CI':>16} {'acc':>6}{'95% CI':>10} {'n':>4} {'k':>3} "
+                f"{'unparsed':>11}")
+        out.append(f"{'BBQ':<12} {'':<20} | {'ambiguous':^59} | {'disambiguated':^59}")
         out.append(f"{'condition':<12} {'category':<20} | {head} | {head}")
         for cond, block in bbq.items():
             out += _bbq_lines(cond, block, by_category)
@@ -147,7 +167,9 @@ def format_table(metrics: dict[str, Any], by_category: bool = False) -> str:
     method = metrics.get("interval")
     if out and method:
         out.append(f"95% CI: {method['method']}, {method['n_boot']} resamples of templates "
-                   "(BBQ: category x question_index) or occupations (Winogender), not rows")
+                   "(BBQ: category x question_index) or occupations (Winogender), not rows; "
+                   "n: rows, k: templates or occupations resampled; a blank interval is "
+                   f"undefined; r is n/a under {MIN_R_CLUSTERS} occupations")
     gains = format_gains(metrics.get("gains") or {})
     if gains:
         out += ["", gains]
