@@ -234,3 +234,31 @@ def test_every_gain_and_analysis_number_carries_its_interval(tmp_path: Path) -> 
     assert by["instruct-1"]["patching_peak"] is None
     line = next(x for x in compare.format_compare(result).splitlines() if " negate-1 " in x)
     assert "0.990 [0.890,1.000] L0" in line and "-0.400 [-0.400,-0.400] L1 attn" in line
+
+
+def test_compare_marks_follow_the_reports_verdicts() -> None:
+    """A gain over one template is '?' (no verdict), not an effect; an interval containing 0
+    is '~0'; an unreliable patching gap prints 'no effect' rather than a largest delta; the
+    probe cell carries its control and p; n and k are the ambiguous bias gain's."""
+    from probe.presentation.compare_format import NO_EFFECT
+
+    def gain(value: float, ci: list[float], k: int) -> dict:
+        return {"value": value, "ci": ci, "n_items": 12, "n_clusters": k,
+                "spans_zero": ci[0] <= 0 <= ci[1]}
+
+    row = {"run": "/x/run", "model": "m", "n_params": 1, "kind": "chat", "condition": "c",
+           "mode": "letter", "probe_accuracy": 0.9, "probe_accuracy_lo": 0.8,
+           "probe_accuracy_hi": 1.0, "probe_layer": 2, "probe_control": 0.51, "probe_p": 0.01,
+           "patching_measure": NO_EFFECT}
+    cells = {"gain_bias_score_ambig": gain(0.2, [0.2, 0.2], 1),
+             "gain_bias_score_disambig": gain(0.1, [-0.1, 0.3], 12),
+             "gain_accuracy_ambig": gain(0.3, [0.1, 0.5], 12)}
+    for key, g in cells.items():
+        row.update({key: g["value"], f"{key}_lo": g["ci"][0], f"{key}_hi": g["ci"][1],
+                    f"{key}_n": 12, f"{key}_k": g["n_clusters"],
+                    f"{key}_verdict": compare.verdict(g)})
+    line = compare.format_compare({"rows": [row], "warnings": []}).splitlines()[1]
+    assert "+0.200 [+0.200,+0.200]?" in line and "+0.100 [-0.100,+0.300]~0" in line
+    assert "+0.300 [+0.100,+0.500] " in line  # differs from 0: no mark
+    assert "L2 ctrl 0.510 p=0.010" in line and "no effect" in line
+    assert line.split()[-4:-2] == ["12", "1"]

@@ -28,8 +28,10 @@ from typing import Any
 from probe.analysis.summary import patching_summary, probe_best, read_analysis
 from probe.errors import ConfigError
 from probe.presentation.compare_checks import chat_kind, differences, run_facts
+from probe.presentation.compare_format import NO_EFFECT, format_compare  # noqa: F401
 from probe.presentation.compare_plot import plot_compare
 from probe.presentation.plots import condition_order, run_metrics
+from probe.scoring.gains import verdict
 from probe.store.io import atomic_write_json, atomic_write_text
 from probe.store.runs import RunFolder
 
@@ -144,7 +146,8 @@ def _gains(metrics: dict[str, Any], conds: list[str]) -> list[dict[str, Any]]:
                     else _unpaired(blocks, cond, metric)) or {}
             lo, hi = gain.get("ci") or (None, None)
             row.update({key: gain.get("value"), f"{key}_lo": lo, f"{key}_hi": hi,
-                        f"{key}_n": gain.get("n_items")})
+                        f"{key}_n": gain.get("n_items"), f"{key}_k": gain.get("n_clusters"),
+                        f"{key}_verdict": verdict(gain) if gain else None})
         rows.append(row)
     return rows
 
@@ -175,7 +178,8 @@ def probe_peak(folder: RunFolder, cond: str | None) -> dict[str, Any]:
     low, high = _ci(top, "accuracy_ci")
     return {"probe_target": top.get("target"), "probe_layer": top.get("layer"),
             "probe_accuracy": top.get("accuracy"), "probe_accuracy_lo": low,
-            "probe_accuracy_hi": high, "probe_control": top.get("control_accuracy")}
+            "probe_accuracy_hi": high, "probe_control": top.get("control_accuracy"),
+            "probe_p": top.get("p_value")}
 
 
 def patching_peak(folder: RunFolder, cond: str) -> dict[str, Any]:
@@ -184,6 +188,12 @@ def patching_peak(folder: RunFolder, cond: str) -> dict[str, Any]:
     data = read_analysis(folder.path / "patching.json")[0]
     meta = data.get("meta") if isinstance(data, dict) else None
     summary = patching_summary(data) if (meta or {}).get("source") == cond else None
+    if summary is not None and summary["measure"] != "normalised":
+        # The gap was not reliable: the report says "No localisable effect", and so does
+        # this (a largest raw delta would read as a location).
+        return {"patching_peak": None, "patching_peak_lo": None, "patching_peak_hi": None,
+                "patching_peak_layer": None, "patching_peak_component": None,
+                "patching_measure": NO_EFFECT}
     peak = (summary or {}).get("peak") or {}
     cell: dict[str, Any] = {}
     if summary is not None and peak:
@@ -223,65 +233,6 @@ def compare_runs(run_dirs: Sequence[str | Path],
     for item in [*runs, *rows]:
         item["differs"] = ", ".join(per_run.get(item["run"], [])) or None
     return {"runs": runs, "rows": rows, "warnings": warnings}
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:+.3f}"
-    return "n/a" if value is None else str(value)
-
-
-def _gain_cell(row: dict[str, Any], key: str) -> str:
-    """"-0.040 [-0.200,+0.110]~0": the gain, its paired 95% interval, and ~0 when the
-    interval contains 0 (not distinguishable from 0)."""
-    value, lo, hi = (row.get(k) for k in (key, f"{key}_lo", f"{key}_hi"))
-    if not isinstance(value, (int, float)):
-        return "n/a"
-    if not isinstance(lo, (int, float)) or not isinstance(hi, (int, float)):
-        return f"{value:+.3f} [no CI]"
-    return f"{value:+.3f} [{lo:+.3f},{hi:+.3f}]" + ("~0" if lo <= 0 <= hi else "")
-
-
-def _peak_cell(row: dict[str, Any], key: str, where: str) -> str:
-    """"0.850 [0.750,0.950] L1": an analysis number with its 95% interval and layer."""
-    value, lo, hi = (row.get(k) for k in (key, f"{key}_lo", f"{key}_hi"))
-    if not isinstance(value, (int, float)):
-        return "-"
-    ci = (f" [{lo:.3f},{hi:.3f}]" if isinstance(lo, (int, float)) and isinstance(hi, (int, float))
-          else " [no CI]")
-    return f"{value:.3f}{ci} {where}"
-
-
-def format_compare(result: dict[str, Any]) -> str:
-    """The comparison as a terminal table; gains carry their paired 95% interval, probe and
-    patching numbers theirs (each condition's own, "-" where its analysis did not run),
-    and every way the runs differ is printed as a warning under the table."""
-    gains = list(GAIN_KEYS)
-    if not result["rows"]:
-        return "(no conditions besides the baseline to compare)"
-    # A run folder's last part is enough to tell runs apart in a terminal.
-    short = {"gain_bias_score_ambig": "dbias_amb", "gain_bias_score_disambig": "dbias_dis",
-             "gain_accuracy_ambig": "dacc_amb", "gain_accuracy_disambig": "dacc_dis",
-             "gain_r_bls": "dr_bls"}
-    head = ["run", "model", "n_params", "kind", "condition", *(short[g] for g in gains),
-            "probe_acc", "patch_peak", "mode", "differs"]
-    cells = [head]
-    for row in result["rows"]:
-        cells.append([Path(row["run"]).name, *(_cell(row.get(c)) for c in
-                                               ("model", "n_params", "kind", "condition")),
-                      *(_gain_cell(row, g) for g in gains),
-                      _peak_cell(row, "probe_accuracy", f"L{row.get('probe_layer')}"),
-                      _peak_cell(row, "patching_peak", f"L{row.get('patching_peak_layer')} "
-                                                       f"{row.get('patching_peak_component')}"),
-                      _cell(row.get("mode")), row.get("differs") or "-"])
-    widths = [max(len(line[i]) for line in cells) for i in range(len(head))]
-    lines = ["  ".join(v.rjust(w) for v, w in zip(line, widths, strict=True)) for line in cells]
-    legend = ("gains: condition - baseline [paired 95% bootstrap interval over "
-              "templates/occupations]; ~0 = the interval contains 0 (not distinguishable "
-              "from 0); [no CI] = re-score the run (probe score RUN); probe_acc / patch_peak: "
-              "that condition's own probe and patching (- = not run for it)")
-    warnings = [f"WARNING: {w}" for w in result.get("warnings") or []]
-    return "\n".join([*lines, legend, *warnings])
 
 
 def write_compare(result: dict[str, Any], out: str | Path) -> list[Path]:
