@@ -91,3 +91,14 @@ def test_report_shows_held_out_cosines_with_their_control(tmp_path):
     html = directions_html(json.loads((tmp_path / "directions.json").read_text()))
     assert "held-out" in html and "shuffled-condition" in html
     assert html.count("not distinguishable from the control") == len(HOOKS)  # 5 templates
+
+
+def test_direction_verdict_needs_folds_templates_and_an_interval_off_zero() -> None:
+    """A small p alone is not enough: the cosine's interval must exclude 0, over at least
+    2 scored folds and 5 templates."""
+    assert dc._verdict(-0.5, [-0.7, -0.3], 0.01, 4, 12) == "away from the biased answer"
+    assert dc._verdict(0.5, [0.3, 0.7], 0.01, 4, 12) == "toward the biased answer"
+    assert dc._verdict(0.5, [-0.1, 0.7], 0.01, 4, 12) == "not distinguishable from the control"
+    assert dc._verdict(0.5, [0.3, 0.7], 0.2, 4, 12) == "not distinguishable from the control"
+    assert dc._verdict(0.5, [0.3, 0.7], 0.01, 1, 12).startswith("no verdict: 1 scored folds")
+    assert dc._verdict(0.5, [0.3, 0.7], 0.01, 4, 3).startswith("no verdict")

@@ -114,6 +114,8 @@ def test_localisation_names_onset_and_peak_with_intervals(tmp_path: Path) -> Non
     assert "instruct-1 → baseline, n=12 items" in where
     assert "<b>resid_pre 2</b> (0.800 [0.600, 1.000], n=12)" in where
     assert "attn_out layer 1</b> -0.700 [-0.700, -0.700]" in where
+    assert "largest |effect| of the 6 attn/mlp outputs, chosen after looking" in where
+    assert "not distinguishable from 0" not in where.split("Largest component")[1][:400]
     assert "above the control" in where and "control: none recorded" in where
     assert "Identity checks (embedding all): largest deviation 2.00e-06 nats" in where
 

@@ -101,7 +101,18 @@ def heldout_cosines(diffs: np.ndarray, diff_groups: list[str], X_bias: np.ndarra
                     "random_direction_5_95": [float(np.percentile(rand_cos, 5)),
                                               float(np.percentile(rand_cos, 95))],
                     "n_random": N_RANDOM},
-        "verdict": ("not distinguishable from the control" if p >= 0.05
-                    else "away from the biased answer" if observed < 0
-                    else "toward the biased answer"),
+        "verdict": _verdict(observed, list(percentile_interval(boot)), p, len(per_fold),
+                            len(set(diff_groups))),
     }
+
+
+def _verdict(cosine: float, ci: list[float], p: float, n_folds: int, n_templates: int) -> str:
+    """Toward or away from the biased answer only when the sign-flip p is under 0.05 and
+    the cosine's interval excludes 0, over at least 2 scored folds and 5 templates (fewer
+    make the sign-flip null and the template bootstrap degenerate); else not
+    distinguishable, or no verdict with the reason."""
+    if n_folds < 2 or n_templates < 5:
+        return f"no verdict: {n_folds} scored folds, {n_templates} templates (need 2 and 5)"
+    if p >= 0.05 or not (ci[0] > 0 or ci[1] < 0):
+        return "not distinguishable from the control"
+    return "away from the biased answer" if cosine < 0 else "toward the biased answer"

@@ -177,9 +177,13 @@ def patching_where(data: Any) -> str:
                      "excluding 0: <b class='null'>no localisable effect</b> in the "
                      "residual stream.")
     if peak:
-        parts.append(f" Largest component effect: <b>{esc(peak['component'])} layer "
+        n_cells = 2 * len(_get(data, "components", "layers") or [])
+        spans = "" if _excludes_zero(peak["ci"]) else "; not distinguishable from 0"
+        parts.append(f" Largest component effect (the largest |effect| of the {n_cells} "
+                     f"attn/mlp outputs, chosen after looking; its interval is not adjusted "
+                     f"for that choice): <b>{esc(peak['component'])} layer "
                      f"{esc(peak['layer'])}</b> {esc(with_ci(peak['value'], peak['ci']))} "
-                     f"(n={esc(peak['n'])}).")
+                     f"(n={esc(peak['n'])}{spans}).")
     parts.append(f" {esc(_control_text(data))}.{esc(_identities_text(data))}</p>")
     return "".join(parts)
 
