@@ -248,3 +248,19 @@ def test_patching_control_shows_its_difference_interval_n_and_verdict() -> None:
             side = "larger" if ci[0] > 0 else "smaller"
             assert verdict == f"differs from the control (the instruction gap is {side})"
         assert (note is not None) == (n < MIN_ITEMS) and (note is None or note in where)
+
+
+def test_probe_verdict_needs_five_templates_and_shows_the_control_band() -> None:
+    from probe.presentation.report_where import probes_where
+    from tests.test_report import probes_json
+
+    data = probes_json({"logreg": [0.52, 0.95, 0.6]})
+    for layer in data["targets"]["biased_answer"]["layers"]:
+        layer["logreg"].update({"p_value": 0.01, "n_templates": 3,
+                                "control": {"accuracy_5_95": [0.41, 0.58]}})
+    text = probes_where(data)
+    assert "no verdict: 3 templates (under 5)" in text and "above the control" not in text
+    assert "40 (3 templates)" in text and "0.500 (5-95% 0.410-0.580)" in text
+    for layer in data["targets"]["biased_answer"]["layers"]:
+        layer["logreg"]["n_templates"] = 12
+    assert "above the control" in probes_where(data)

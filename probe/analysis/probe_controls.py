@@ -103,7 +103,8 @@ def nested_best(layers: list[int | None], inner: np.ndarray, scores: np.ndarray,
     return {"method": "nested: layer chosen on each outer fold's training templates "
                       "(inner-CV accuracy), scored on its held-out templates",
             "layer": max(set(chosen), key=chosen.count) if chosen else None,
-            "layers_chosen": chosen, "n": int(len(y)), "accuracy": acc,
+            "layers_chosen": chosen, "n": int(len(y)),
+            "n_templates": len(np.unique(groups)), "accuracy": acc,
             "accuracy_ci": list(cis["accuracy"]), "auroc": auroc(y, pooled),
             "control_accuracy": float(np.mean(null_acc)), "selectivity": acc - float(
                 np.mean(null_acc)), "p_value": p_value(acc, null_acc),

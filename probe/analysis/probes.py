@@ -63,6 +63,7 @@ class ProbeResult:
     n: int
     n_splits: int
     direction: np.ndarray
+    n_templates: int = 0
     folds: list[dict[str, Any]] = field(default_factory=list)
     C: float | None = None
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -77,7 +78,8 @@ class ProbeResult:
             "auroc": self.auroc, "auroc_ci": list(self.auroc_ci),
             "control_accuracy": self.control_accuracy, "control_auroc": self.control_auroc,
             "selectivity": self.selectivity, "p_value": self.p_value, "control": self.control,
-            "n": self.n, "n_splits": self.n_splits, "C": self.C, "folds": self.folds,
+            "n": self.n, "n_templates": self.n_templates, "n_splits": self.n_splits,
+            "C": self.C, "folds": self.folds,
         }
 
 
@@ -223,6 +225,7 @@ def _fit_probe(X: np.ndarray, y: np.ndarray, groups: np.ndarray, kind: str,
         p_value=pc.p_value(acc, null_acc), control=summary, n=len(y), n_splits=len(folds),
         direction=_final_direction(kind, X, y, C_final), folds=folds, C=C_final,
         scores=scores, inner=np.array(inner), null_scores=null, null_accuracy=null_acc,
+        n_templates=len(np.unique(groups)),
     )
 
 

@@ -33,7 +33,8 @@ def _kinds(layers: list[dict[str, Any]]) -> list[str]:
                               if isinstance(v, dict) and "accuracy" in v))
 
 
-_BEST_FIELDS = ("accuracy", "accuracy_ci", "control_accuracy", "selectivity", "p_value")
+_BEST_FIELDS = ("accuracy", "accuracy_ci", "control_accuracy", "selectivity", "p_value",
+                "n_templates", "control")
 
 
 def probe_best(data: Any) -> list[dict[str, Any]]:

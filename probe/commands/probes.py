@@ -27,7 +27,7 @@ def best_layers(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
-    click.echo(f"{'target':<30} {'kind':<9} {'layer':>5} {'n':>5} {'acc':>6} "
+    click.echo(f"{'target':<30} {'kind':<9} {'layer':>5} {'n':>5} {'k':>4} {'acc':>6} "
                f"{'95% CI':>13} {'control':>7} {'select':>6} {'p':>6}")
     for r in rows:
         if "skipped" in r:
@@ -35,11 +35,13 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
             continue
         lo, hi = r["accuracy_ci"]
         click.echo(f"{r['target']:<30} {r['kind']:<9} {r['layer']:>5} {r['n']:>5} "
+                   f"{r.get('n_templates') or '?':>4} "
                    f"{r['accuracy']:>6.3f} {f'[{lo:.2f}, {hi:.2f}]':>13} "
                    f"{r['control_accuracy']:>7.3f} {r['selectivity']:>+6.3f} "
                    f"{_num(r.get('p_value')):>6}")
-    click.echo("best layer chosen on held-out folds (nested); control: random labels per "
-               "template cluster (Hewitt & Liang control task); p: permutation null")
+    click.echo("best layer chosen on held-out folds (nested); n rows, k templates (the unit "
+               "of the folds and the interval); control: random labels per template cluster "
+               "(Hewitt & Liang control task), mean accuracy; p: permutation null")
 
 
 def _print_rates(result: dict[str, Any]) -> None:

@@ -194,16 +194,23 @@ def probes_where(data: Any) -> str:
     for best in probe_best(data):
         ci, control = best.get("accuracy_ci"), best.get("control_accuracy")
         low = ci[0] if isinstance(ci, list) and len(ci) == 2 else None
+        k = best.get("n_templates")
         if not isinstance(low, (int, float)) or not isinstance(control, (int, float)):
             call = "no interval or control"
+        elif isinstance(k, int) and k < MIN_ITEMS:
+            call = f"no verdict: {k} templates (under {MIN_ITEMS})"
         else:
             p = best.get("p_value")
             call = ("not distinguishable from the control"
                     if low <= control or (isinstance(p, (int, float)) and p >= 0.05)
                     else "above the control")
-        rows.append([best["target"], best["kind"], best["layer"], best["n"],
-                     with_ci(best["accuracy"], ci), fmt(control), fmt(best.get("p_value")),
-                     call])
+        band = (best.get("control") or {}).get("accuracy_5_95")
+        spread = (f" (5-95% {fmt(band[0])}-{fmt(band[1])})"
+                  if isinstance(band, list) and len(band) == 2 else "")
+        rows.append([best["target"], best["kind"], best["layer"],
+                     f"{best['n']} ({k if k is not None else '?'} templates)",
+                     with_ci(best["accuracy"], ci), fmt(control) + spread,
+                     fmt(best.get("p_value")), call])
     if not rows:
         return ""
     nested = all(b.get("nested") for b in probe_best(data))
