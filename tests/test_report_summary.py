@@ -264,3 +264,11 @@ def test_probe_verdict_needs_five_templates_and_shows_the_control_band() -> None
     for layer in data["targets"]["biased_answer"]["layers"]:
         layer["logreg"]["n_templates"] = 12
     assert "above the control" in probes_where(data)
+
+
+def test_a_number_without_its_interval_says_so() -> None:
+    from probe.presentation.report_html import with_ci
+
+    assert with_ci(0.25, [-0.25, 0.75]) == "0.250 [-0.250, 0.750]"
+    assert with_ci(0.25, [None, None]) == "0.250 [no CI]" == with_ci(0.25, None)
+    assert with_ci(None, None) == "n/a" == with_ci(float("nan"), [0.1, 0.2])

@@ -70,9 +70,11 @@ def patch(run: Path, instruction: str, baseline: str, positions: int | None,
     out = patch_run(run, instruction, baseline, positions=positions, limit=limit,
                     data_dir=data_dir, control=control)
     metric, meta = out["metric"], out["meta"]
-    click.echo(f"{meta['n_items']} items, {meta['alignment']} pairs, patched at "
+    click.echo(f"{meta['n_items']} items ({meta.get('n_clusters', '?')} templates: the unit "
+               f"every interval resamples), {meta['alignment']} pairs, patched at "
                f"{meta['scope']}; readout ({out['readout']['definition']}): "
-               f"{source} {_fmt(metric['source'])}, {target} {_fmt(metric['target'])}")
+               f"{source} {_fmt(metric['source'])}, {target} {_fmt(metric['target'])}, "
+               f"gap {_fmt(metric['gap'])}")
     for name, check in out["identities"].items():
         click.echo(f"identity {name}: |denoise - {check['denoise_expect']}| <= "
                    f"{check['denoise_max_abs_dev']:.2g}")
@@ -81,7 +83,9 @@ def patch(run: Path, instruction: str, baseline: str, positions: int | None,
     ctrl = out.get("control")
     if ctrl:
         note = f" ({ctrl['note']})" if ctrl.get("note") else ""
-        click.echo(f"control {ctrl['name']} (n={ctrl['n']}): gap {_fmt(ctrl['gap'])}; "
+        k = ctrl[f"{instruction}_minus_control"].get("n_clusters", "?")
+        click.echo(f"control {ctrl['name']} (n={ctrl['n']}, {k} templates): gap "
+                   f"{_fmt(ctrl['gap'])}; "
                    f"{instruction} minus control "
                    f"{_fmt(ctrl[f'{instruction}_minus_control'])}: {ctrl['verdict']}{note}")
     key = "normalised" if metric["gap"]["reliable"] else "delta"

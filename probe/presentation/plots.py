@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from probe.scoring.metrics import compute_metrics
+from probe.scoring.metrics import compute_metrics, shown_r
 from probe.store.runlock import locks_run
 from probe.store.runs import RunFolder
 
@@ -218,8 +218,11 @@ def plot_winogender_scatter(wino: dict[str, dict[str, Any]], path: Path) -> Path
     markers = "osD^vP*X"
     for i, (cond, w) in enumerate(wino.items()):
         occ = [v for v in w["by_occupation"].values() if v.get("bls_pct_female") is not None]
-        r = _num(w.get("r_bls"))
-        r_txt = f"r={r:+.2f}" if math.isfinite(r) else "r=n/a"
+        r = _num(shown_r(w, "r_bls"))
+        lo, hi = (w.get("r_bls_ci") or [None, None])[:2]
+        ci = (f" [{lo:+.2f}, {hi:+.2f}]" if isinstance(lo, (int, float))
+              and isinstance(hi, (int, float)) else "")
+        r_txt = f"r={r:+.2f}{ci}" if math.isfinite(r) else "r=n/a"
         ax.scatter([v["bls_pct_female"] for v in occ], [100 * v["p_female"] for v in occ],
                    marker=markers[i % len(markers)], alpha=0.7, s=22,
                    label=f"{cond} ({r_txt}, {len(occ)} occupations)")

@@ -36,9 +36,12 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 
 def with_ci(value: Any, ci: Sequence[Any] | None) -> str:
-    """"0.250 [-0.250, 0.750]", or the bare value when the interval is undefined."""
+    """"0.250 [-0.250, 0.750]"; "0.250 [no CI]" when the interval is undefined (a number
+    shown without one must say so); the bare "n/a" when there is no value."""
+    if fmt(value) == "n/a":
+        return "n/a"
     if not ci or len(ci) != 2 or any(v is None for v in ci):
-        return fmt(value)
+        return f"{fmt(value)} [no CI]"
     return f"{fmt(value)} [{fmt(ci[0])}, {fmt(ci[1])}]"
 
 
