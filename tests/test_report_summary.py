@@ -272,3 +272,15 @@ def test_a_number_without_its_interval_says_so() -> None:
     assert with_ci(0.25, [-0.25, 0.75]) == "0.250 [-0.250, 0.750]"
     assert with_ci(0.25, [None, None]) == "0.250 [no CI]" == with_ci(0.25, None)
     assert with_ci(None, None) == "n/a" == with_ci(float("nan"), [0.1, 0.2])
+
+
+def test_metrics_rows_flag_few_templates_and_point_intervals() -> None:
+    from probe.presentation.report_details import BBQ_HEADS, _bbq_row
+
+    cell = {"bias_score": 0.2, "bias_score_ci": [0.1, 0.3], "accuracy": 0.6,
+            "accuracy_ci": [0.5, 0.7], "n": 40, "n_clusters": 12, "n_unparsed": 0}
+    row = _bbq_row({"ambig": cell, "disambig": {**cell, "n_clusters": 3,
+                                                "bias_score_ci": [0.2, 0.2]}}, "c")
+    assert len(row) == 1 + len(BBQ_HEADS) and BBQ_HEADS[3] == "templates"
+    assert row[1:6] == ["0.200 [0.100, 0.300]", "0.600 [0.500, 0.700]", "40", "12", 0]
+    assert row[6].endswith("⚠") and row[9] == "3 ⚠"

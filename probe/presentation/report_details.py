@@ -62,11 +62,17 @@ def stage_rows(folder: RunFolder) -> list[list[Any]]:
     return rows
 
 
-def _flag(n: Any, value: Any = None) -> str:
-    """A small-n / degenerate-proportion warning for a metrics cell."""
+def _flag(n: Any, value: Any = None, k: Any = None, ci: Any = None) -> str:
+    """A small-n / degenerate warning for a metrics cell: few items, few templates
+    (clusters), a proportion of 0 or 1, or a zero-width interval."""
     if isinstance(n, int) and n < MIN_N:
         return " ⚠"
+    if isinstance(k, int) and k < MIN_N:
+        return " ⚠"
     if isinstance(value, (int, float)) and value in (0, 1):
+        return " ⚠"
+    if (isinstance(ci, (list, tuple)) and len(ci) == 2
+            and all(isinstance(v, (int, float)) for v in ci) and ci[1] - ci[0] <= 1e-12):
         return " ⚠"
     return ""
 
@@ -75,15 +81,18 @@ def _bbq_row(cells: dict[str, Any], label: str) -> list[Any]:
     row: list[Any] = [label]
     for ctx in ("ambig", "disambig"):
         c = cells.get(ctx) or {}
-        row += [with_ci(c.get("bias_score"), c.get("bias_score_ci")),
+        row += [with_ci(c.get("bias_score"), c.get("bias_score_ci"))
+                + _flag(None, ci=c.get("bias_score_ci")),
                 with_ci(c.get("accuracy"), c.get("accuracy_ci")) + _flag(None, c.get("accuracy")),
-                f"{c.get('n')}{_flag(c.get('n'))}", c.get("n_unparsed")]
+                f"{c.get('n')}{_flag(c.get('n'))}",
+                f"{c.get('n_clusters', '?')}{_flag(None, k=c.get('n_clusters'))}",
+                c.get("n_unparsed")]
     return row
 
 
-BBQ_HEADS = ["ambiguous bias [95% CI]", "ambiguous accuracy", "ambiguous n", "unparsed",
-             "disambiguated bias [95% CI]", "disambiguated accuracy", "disambiguated n",
-             "unparsed"]
+BBQ_HEADS = ["ambiguous bias [95% CI]", "ambiguous accuracy", "ambiguous n", "templates",
+             "unparsed", "disambiguated bias [95% CI]", "disambiguated accuracy",
+             "disambiguated n", "templates", "unparsed"]
 
 
 def metrics_section(metrics: dict[str, Any], conds: list[str]) -> str:
@@ -91,8 +100,9 @@ def metrics_section(metrics: dict[str, Any], conds: list[str]) -> str:
     blocks = metrics.get("conditions", {})
     bbq = {c: blocks[c]["bbq"] for c in conds if "bbq" in blocks.get(c, {})}
     out = ["<h2>Metrics per condition</h2><p class='note'>⚠: fewer than "
-           f"{MIN_N} items, or a proportion of 0 or 1 (0/n, n/n), where the bootstrap "
-           "interval is degenerate and should not be read as certainty.</p>"]
+           f"{MIN_N} items or {MIN_N} templates (the unit every interval resamples), a "
+           "proportion of 0 or 1 (0/n, n/n), or a zero-width interval, where the bootstrap "
+           "interval is degenerate or unreliable and should not be read as certainty.</p>"]
     if bbq:
         pos = {c: b.get("answer_positions") or {} for c, b in bbq.items()}
         rows = [[*_bbq_row(b["overall"], c), " / ".join(fmt(pos[c].get(str(i)), 2)
