@@ -284,3 +284,23 @@ def test_metrics_rows_flag_few_templates_and_point_intervals() -> None:
     assert len(row) == 1 + len(BBQ_HEADS) and BBQ_HEADS[3] == "templates"
     assert row[1:6] == ["0.200 [0.100, 0.300]", "0.600 [0.500, 0.700]", "40", "12", 0]
     assert row[6].endswith("⚠") and row[9] == "3 ⚠"
+
+
+def test_steering_sentence_names_the_selection_and_tables_keep_n() -> None:
+    from probe.presentation.report_analyses import _flat_cells
+    from probe.presentation.report_where import steering_where
+
+    def rec(kind: str, layer: int, alpha: float, mean: float, **extra: Any) -> dict:
+        return {"kind": kind, "layer": layer, "alpha": alpha,
+                "readout": {"mean": mean, "ci": [mean - 0.1, mean + 0.1], "n": 12,
+                            "n_clusters": 6}, **extra}
+
+    data = {"meta": {"instruction": "instruct-1", "n_items": 12}, "results": [
+        rec("direction", 1, 0.0, 0.0), rec("direction", 1, 1.0, 0.5),
+        rec("direction", 2, 0.0, 0.0), rec("direction", 2, 1.0, 0.2),
+        rec("random", 1, 1.0, 0.0, n_random=20, verdict="outside the random-direction band")]}
+    text = steering_where(data)
+    assert "chosen among 2 steered layer x alpha settings after looking" in text
+    assert "layer 1, alpha 1" in text
+    cells = _flat_cells(data["results"][1])
+    assert cells["readout"] == "0.500 [0.400, 0.600] (n=12, 6 templates)"

@@ -37,7 +37,11 @@ def _flat_cells(record: dict[str, Any], prefix: str = "", depth: int = 2) -> dic
     for key, value in record.items():
         name = f"{prefix} {words(key)}".strip()
         if isinstance(value, dict) and "mean" in value:
-            out[name] = with_ci(value["mean"], value.get("ci"))
+            n, k = value.get("n"), value.get("n_clusters")
+            counts = ", ".join(x for x in (f"n={n}" if n is not None else "",
+                                            f"{k} templates" if k is not None else "") if x)
+            out[name] = with_ci(value["mean"], value.get("ci")) + (f" ({counts})"
+                                                                    if counts else "")
         elif isinstance(value, dict) and depth > 0:
             out.update(_flat_cells(value, name, depth - 1))
         elif value is None or isinstance(value, (int, float, str, bool)):

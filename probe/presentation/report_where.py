@@ -247,8 +247,11 @@ def steering_where(data: Any) -> str:
         return ""
     _, layer, alpha, here, zero, rand = best
     meta = _get(data, "meta") or {}
+    n_settings = sum(1 for (kind, _, a) in at if kind == "direction" and a)
     text = (f"<p><b>Steering</b> ({esc(meta.get('instruction', '?'))} direction, "
-            f"n={esc(meta.get('n_items', '?'))} items): the largest move of the readout is at "
+            f"n={esc(meta.get('n_items', '?'))} items): the largest move of the readout "
+            f"(chosen among {n_settings} steered layer x alpha settings after looking; the "
+            f"random band at that setting is its control) is at "
             f"layer {esc(layer)}, alpha {esc(fmt(alpha))}: {esc(with_ci(*here))} vs "
             f"{esc(with_ci(*zero))} unsteered")
     if rand is None:
