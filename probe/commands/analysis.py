@@ -151,7 +151,8 @@ def lens(run: Path, instructions: tuple[str, ...], limit: int | None,
             click.echo(f"{cond:<14} n=0")
             continue
         last = block["layers"][-1]
-        click.echo(f"{cond:<14} n={block['n_items']:<4} final layer: readout "
+        k = last["readout"].get("n_clusters", "?")
+        click.echo(f"{cond:<14} n={block['n_items']:<4} ({k} templates) final layer: readout "
                    f"{_fmt(last['readout'])}  (unbiased {_fmt(last['unbiased'])}, biased "
                    f"{_fmt(last['biased'])})")
     click.echo(f"wrote {run / 'lens.json'} and {run / 'plots' / 'lens.png'} "
