@@ -130,3 +130,32 @@ def test_ratios_are_against_the_fastest_plain_reference():
     assert rows["probe"].ratio == pytest.approx(rows["hf b"].seconds / rows["probe"].seconds)
     assert rows["probe"].ratio < 1 and rows["probe"].status == "FAIL"
     assert rows["hf a"].ratio is None and rows["hf b"].ratio is None
+
+
+@pytest.mark.slow
+def test_smollm2_shape_is_the_embedded_architecture() -> None:
+    """--shape smollm2-135m (for a GPU the GGUF cannot be carried to) builds exactly the
+    embedded model's architecture, so its speed is the embedded model's."""
+    from transformers import AutoConfig
+
+    from probe.bench.models import shape_config
+    from probe.engine.models import embedded_dir
+
+    ref = AutoConfig.from_pretrained(str(embedded_dir()))
+    got = shape_config("smollm2-135m", ref.vocab_size, ref.bos_token_id, ref.eos_token_id)
+    for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "head_dim", "max_position_embeddings",
+                "tie_word_embeddings", "rope_parameters", "hidden_act", "vocab_size"):
+        assert getattr(got, key) == getattr(ref, key), key
+    assert got.rms_norm_eps == pytest.approx(ref.rms_norm_eps, rel=1e-6)
+
+
+def test_shape_tokenizer_from_a_saved_folder(tiny, tmp_path, monkeypatch) -> None:
+    from probe.bench.models import shape_tokenizer
+
+    tiny.tokenizer.save_pretrained(str(tmp_path / "tok"))
+    monkeypatch.setenv("PROBE_SHAPE_TOKENIZER", str(tmp_path / "tok"))
+    assert shape_tokenizer()("a grandson").input_ids == tiny.tokenizer("a grandson").input_ids
+    monkeypatch.setenv("PROBE_SHAPE_TOKENIZER", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="PROBE_SHAPE_TOKENIZER"):
+        shape_tokenizer()

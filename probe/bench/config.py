@@ -10,10 +10,20 @@ from probe.engine.models import DEFAULT_MODEL
 # Targets against the faster plain Hugging Face row of each group (issue 13).
 TARGETS = {"probe generate": 0.95, "probe generate + capture": 0.9, "probe letter": 0.95,
            "probe letter + capture": 0.9, "probe text": 0.95}
-# Llama-2-7B's architecture (random weights); the vocabulary is the tokenizer's.
-SHAPES: dict[str, dict[str, Any]] = {"llama-7b": dict(
-    hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-    num_key_value_heads=32, max_position_embeddings=4096, rms_norm_eps=1e-5)}
+# Architectures built with random weights (``--shape``); the vocabulary is the tokenizer's.
+# llama-7b: Llama-2-7B. smollm2-135m: the embedded model's own architecture (its config.json),
+# for a GPU that the 98 MB GGUF cannot be carried to: same shapes, so the same speed.
+SHAPES: dict[str, dict[str, Any]] = {
+    "llama-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                     num_attention_heads=32, num_key_value_heads=32,
+                     max_position_embeddings=4096, rms_norm_eps=1e-5),
+    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                         num_attention_heads=9, num_key_value_heads=3,
+                         max_position_embeddings=8192, rms_norm_eps=1e-5,
+                         rope_parameters={"rope_theta": 100000.0, "rope_type": "default"},
+                         tie_word_embeddings=True),
+}
+SMALL_SHAPES = ("smollm2-135m",)  # small enough to build on a CPU without --force
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,19 +26,36 @@ def shape_config(shape: str, vocab_size: int, bos: int | None = None,
                                 eos_token_id=eos, **SHAPES[shape])
 
 
+def shape_tokenizer() -> Any:
+    """The embedded model's tokenizer, or the saved copy ``$PROBE_SHAPE_TOKENIZER`` names (a
+    folder from ``tokenizer.save_pretrained``: a GPU machine the GGUF cannot reach)."""
+    from transformers import AutoTokenizer
+
+    from probe.engine.models import _converted_dir, embedded_gguf
+
+    folder = os.environ.get("PROBE_SHAPE_TOKENIZER")
+    if folder:
+        if not (Path(folder) / "tokenizer_config.json").is_file():
+            raise ConfigError(f"PROBE_SHAPE_TOKENIZER={folder}: no tokenizer_config.json "
+                              f"there (save one with tokenizer.save_pretrained)")
+        return AutoTokenizer.from_pretrained(folder)
+    return AutoTokenizer.from_pretrained(
+        str(_converted_dir(DEFAULT_MODEL, embedded_gguf(DEFAULT_MODEL))))
+
+
 def shape_model(shape: str, device: str, dtype: str, force: bool) -> LoadedModel:
     """A bridged random-weight model with the named architecture (e.g. Llama-2-7B), using
     the embedded model's tokenizer (so its vocabulary: 49152 tokens, not Llama's 32000)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    from probe.engine.models import _converted_dir, bridge_from_hf, embedded_gguf, resolve_dtype
+    from probe.bench.config import SMALL_SHAPES
+    from probe.engine.models import bridge_from_hf, resolve_dtype
 
-    if not device.startswith("cuda") and not force:
+    if not device.startswith("cuda") and not force and shape not in SMALL_SHAPES:
         raise ConfigError(f"--shape {shape} builds a ~7B-parameter model (about 14 GB in "
                           f"bfloat16; the plain-HF references share its weights); run it on a GPU "
                           f"with --device cuda, or pass --force")
-    tokenizer = AutoTokenizer.from_pretrained(
-        str(_converted_dir(DEFAULT_MODEL, embedded_gguf(DEFAULT_MODEL))))
+    tokenizer = shape_tokenizer()
     config = shape_config(shape, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
     torch.manual_seed(0)
     with torch.device(device):

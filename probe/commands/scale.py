@@ -15,8 +15,9 @@ from probe.engine.models import DEFAULT_MODEL
 @click.command("bench")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True,
               help="Model to measure (tiny-random for a smoke test).")
-@click.option("--shape", type=click.Choice(["llama-7b"]), default=None,
-              help="Build this architecture with random weights instead (GPU only).")
+@click.option("--shape", type=click.Choice(["llama-7b", "smollm2-135m"]), default=None,
+              help="Build this architecture with random weights instead (llama-7b: GPU, or "
+                   "--force).")
 @click.option("--force", is_flag=True, help="Allow --shape on a CPU.")
 @click.option("--items", "n_items", type=int, default=8, show_default=True)
 @click.option("--batch-size", type=int, default=4, show_default=True)
