@@ -145,7 +145,7 @@ def format_table(metrics: dict[str, Any], by_category: bool = False) -> str:
     if bbq:
         head = (f"{'bias':>7}{'95% CI':>16} {'acc':>6}{'95% CI':>10} {'n':>4} {'k':>3} "
                 f"{'unparsed':>11}")
-        out.append(f"{'BBQ':<12} {'':<20} | {'ambiguous':^59} | {'disambiguated':^59}")
+        out.append(f"{'BBQ':<12} {'':<20} | {'ambiguous':^61} | {'disambiguated':^61}")
         out.append(f"{'condition':<12} {'category':<20} | {head} | {head}")
         for cond, block in bbq.items():
             out += _bbq_lines(cond, block, by_category)
