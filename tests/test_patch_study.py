@@ -67,6 +67,15 @@ def test_patch_command_on_an_aligned_run(tmp_path: Path, mode: str) -> None:
     templates = set(ans.item_clusters(ans.load_run(run), [i["item_id"] for i in out["items"]]))
     assert meta["n_clusters"] == len(templates) == out["metric"]["gap"]["n_clusters"]
     assert last_cell_clusters(out) == len(templates)
+    # The sup-t band of every attn/mlp output is centred on that output's effect.
+    sim, comps = out["components"]["simultaneous"], out["components"]["denoise"]
+    measure = "normalised" if out["metric"]["gap"]["reliable"] else "delta"
+    assert sim["measure"] == measure and sim["n_clusters"] == len(templates)
+    for comp in ("attn", "mlp"):
+        for band, cell in zip(sim[comp], comps[comp], strict=True):
+            if band[0] is not None:  # None: no spread over resamples (NaN in JSON)
+                assert (band[0] + band[1]) / 2 == pytest.approx(cell[measure]["mean"],
+                                                                abs=1e-9)
     assert (out["resid"]["answer"] is None) == (mode == "letter")
     assert len(out["heads"]["denoise"][1]) == 4
     assert len(out["components"]["noise"]["mlp"]) == n_layers

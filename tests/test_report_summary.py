@@ -304,3 +304,34 @@ def test_steering_sentence_names_the_selection_and_tables_keep_n() -> None:
     assert "layer 1, alpha 1" in text
     cells = _flat_cells(data["results"][1])
     assert cells["readout"] == "0.500 [0.400, 0.600] (n=12, 6 templates)"
+
+
+def test_largest_component_is_judged_by_its_simultaneous_band() -> None:
+    """With a sup-t band recorded, the report judges the picked output by it: a marginal
+    interval off 0 whose band spans 0 reads 'not distinguishable from 0'."""
+    from probe.presentation.report_where import component_peak
+    from tests.test_report import patching
+
+    data = patching({"attn": [0.1, -0.7, 0.2], "mlp": [0.3, 0.05, 0.6]})
+    data["components"]["simultaneous"] = {
+        "measure": "normalised", "attn": [[0, 0.2], [-1.5, 0.1], [0, 0.4]],
+        "mlp": [[0, 0.6], [-0.2, 0.3], [0.1, 1.1]]}
+    peak = component_peak(data, "normalised")
+    assert peak is not None and peak["band"] == [-1.5, 0.1]
+    assert component_peak(data, "delta")["band"] is None  # a band of the other measure
+
+
+def test_localisation_sentence_gives_the_band_and_its_verdict() -> None:
+    from probe.presentation.report_where import patching_where
+    from tests.test_report import patching
+
+    data = patching({"attn": [0.1, -0.7, 0.2], "mlp": [0.3, 0.05, 0.6]})
+    data["metric"]["gap"].update({"mean": 1.0, "ci": [0.8, 1.2], "n": 12})
+    data["components"]["simultaneous"] = {
+        "measure": "normalised", "attn": [[0, 0.2], [-1.5, 0.1], [0, 0.4]],
+        "mlp": [[0, 0.6], [-0.2, 0.3], [0.1, 1.1]]}
+    text = patching_where(data)
+    assert "simultaneous 95% band over all 6, valid for that choice: [-1.500, 0.100]" in text
+    assert "not distinguishable from 0" in text.split("Largest component")[1]
+    del data["components"]["simultaneous"]
+    assert "its interval is not adjusted for that choice" in patching_where(data)

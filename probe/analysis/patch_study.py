@@ -138,10 +138,34 @@ def summarise(arrays: dict[str, np.ndarray], plan: pp.Plan, n_layers: int,
                    + len(plan.heads)]
         heads[d] = [head[L * n_heads:(L + 1) * n_heads] for L in range(n_layers)]
     resid["answer"] = answer if plan.answer else None
+    span = range(n_resid, n_resid + len(plan.components))
+    comps["simultaneous"] = component_band(arrays, span, gap["reliable"], clusters)
     return {"metric": {"source": ans.mean_ci(src, clusters=clusters),
                        "target": ans.mean_ci(tgt, clusters=clusters), "gap": gap},
             "resid": resid, "components": comps, "heads": heads,
             "identities": identity_checks(arrays, plan)}
+
+
+def component_band(arrays: dict[str, np.ndarray], span: range, reliable: bool,
+                   clusters: Sequence[Hashable] | None) -> dict[str, Any]:
+    """A sup-t band over every attn/mlp output's denoising effect (the measure the report
+    reads: normalised when the gap is reliable, else delta), valid for the largest one the
+    report names after looking (:mod:`probe.analysis.simultaneous`)."""
+    from probe.analysis.simultaneous import sup_t_band
+
+    src, tgt = arrays["source"], arrays["target"]
+    rows = list(span)
+    num = np.stack([arrays["denoise"][i] - tgt for i in rows]) if rows else np.zeros((0, 0))
+    den = (np.broadcast_to(src - tgt if reliable else np.ones_like(tgt), num.shape))
+    valid = np.stack([arrays["valid"][i] for i in rows]) if rows else num.astype(bool)
+    keys = list(range(len(tgt))) if clusters is None else list(clusters)
+    if not rows:
+        return {"measure": None, "attn": [], "mlp": []}
+    band = sup_t_band(num, den, valid, keys, ans.N_BOOT, 0)
+    pairs = band.pop("band")
+    del band["value"]
+    return {"measure": "normalised" if reliable else "delta", "attn": pairs[0::2],
+            "mlp": pairs[1::2], **band}
 
 
 def edited_positions(engine: Engine, pairs: Sequence[Any], offsets: Sequence[int]

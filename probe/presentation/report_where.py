@@ -68,8 +68,20 @@ def component_peak(data: dict[str, Any], measure: str) -> dict[str, Any] | None:
             value, ci = _block(cell, measure)
             if value is not None and (best is None or abs(value) > abs(best["value"])):
                 best = {"component": f"{comp}_out", "layer": layers[i] if i < len(layers)
-                        else i, "value": value, "ci": ci, "n": _get(cell, "n")}
+                        else i, "value": value, "ci": ci, "n": _get(cell, "n"),
+                        "band": _band(data, comp, i, measure)}
     return best
+
+
+def _band(data: dict[str, Any], comp: str, i: int, measure: str) -> list[Any] | None:
+    """The cell's sup-t simultaneous band (patching.json ``components.simultaneous``), when
+    it was computed for this measure."""
+    sim = _get(data, "components", "simultaneous") or {}
+    pairs = sim.get(comp) if sim.get("measure") == measure else None
+    band = pairs[i] if isinstance(pairs, list) and i < len(pairs) else None
+    ok = isinstance(band, list) and len(band) == 2 and all(
+        isinstance(v, (int, float)) and v == v for v in band)
+    return band if ok else None
 
 
 def _placebo_text(data: dict[str, Any], found: dict[str, Any]) -> str | None:
@@ -178,12 +190,17 @@ def patching_where(data: Any) -> str:
                      "residual stream.")
     if peak:
         n_cells = 2 * len(_get(data, "components", "layers") or [])
-        spans = "" if _excludes_zero(peak["ci"]) else "; not distinguishable from 0"
+        band = peak.get("band")
+        judged = band if band is not None else peak["ci"]
+        spans = "" if _excludes_zero(judged) else "; not distinguishable from 0"
+        adjusted = (f"; simultaneous 95% band over all {n_cells}, valid for that choice: "
+                    f"[{fmt(band[0])}, {fmt(band[1])}]" if band is not None
+                    else "; its interval is not adjusted for that choice")
         parts.append(f" Largest component effect (the largest |effect| of the {n_cells} "
-                     f"attn/mlp outputs, chosen after looking; its interval is not adjusted "
-                     f"for that choice): <b>{esc(peak['component'])} layer "
-                     f"{esc(peak['layer'])}</b> {esc(with_ci(peak['value'], peak['ci']))} "
-                     f"(n={esc(peak['n'])}{spans}).")
+                     f"attn/mlp outputs, chosen after looking): <b>{esc(peak['component'])} "
+                     f"layer {esc(peak['layer'])}</b> "
+                     f"{esc(with_ci(peak['value'], peak['ci']))} (n={esc(peak['n'])}"
+                     f"{esc(adjusted)}{spans}).")
     parts.append(f" {esc(_control_text(data))}.{esc(_identities_text(data))}</p>")
     return "".join(parts)
 
