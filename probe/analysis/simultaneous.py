@@ -14,6 +14,7 @@ interval.
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,7 @@ METHOD = ("sup-t simultaneous band (Montiel Olea & Plagborg-Møller 2019): templ
 
 def sup_t_band(num: np.ndarray, den: np.ndarray, valid: np.ndarray,
                clusters: Sequence[Hashable], n_boot: int = 1000, seed: int = 0,
-               level: float = LEVEL) -> dict[str, object]:
+               level: float = LEVEL) -> dict[str, Any]:
     """Band for cells whose value is a ratio of item sums, sum(num) / sum(den), over the
     items each cell touched (``valid``); arrays are (cells, items).
 
