@@ -21,10 +21,15 @@ def test_placebos_are_registered_for_both_benchmarks() -> None:
 
 
 class _Words:
-    """A whitespace tokenizer: one token per word."""
+    """A whitespace tokenizer: one token per word, each distinct word its own id (str hash
+    is salted per process, so ``hash(w) % n`` made two words collide now and then)."""
+
+    def __init__(self) -> None:
+        self.vocab: dict[str, int] = {}
 
     def __call__(self, text: str, add_special_tokens: bool = False) -> Any:
-        return type("Enc", (), {"input_ids": [hash(w) % 10_000 for w in text.split()]})()
+        ids = [self.vocab.setdefault(w, len(self.vocab)) for w in text.split()]
+        return type("Enc", (), {"input_ids": ids})()
 
 
 def test_alignment_labels_and_differing_positions() -> None:
