@@ -153,19 +153,17 @@ def component_band(arrays: dict[str, np.ndarray], span: range, reliable: bool,
     report names after looking (:mod:`probe.analysis.simultaneous`)."""
     from probe.analysis.simultaneous import sup_t_band
 
-    src, tgt = arrays["source"], arrays["target"]
-    rows = list(span)
-    num = np.stack([arrays["denoise"][i] - tgt for i in rows]) if rows else np.zeros((0, 0))
-    den = (np.broadcast_to(src - tgt if reliable else np.ones_like(tgt), num.shape))
-    valid = np.stack([arrays["valid"][i] for i in rows]) if rows else num.astype(bool)
-    keys = list(range(len(tgt))) if clusters is None else list(clusters)
-    if not rows:
+    if not span:
         return {"measure": None, "attn": [], "mlp": []}
-    band = sup_t_band(num, den, valid, keys, ans.N_BOOT, 0)
-    pairs = band.pop("band")
-    del band["value"]
+    src, tgt = arrays["source"], arrays["target"]
+    num = np.stack([arrays["denoise"][i] - tgt for i in span])
+    den = np.broadcast_to(src - tgt if reliable else np.ones_like(tgt), num.shape)
+    keys = list(range(len(tgt))) if clusters is None else list(clusters)
+    band = sup_t_band(num, den, arrays["valid"][list(span)], keys, ans.N_BOOT, 0)
+    pairs = band["band"]
     return {"measure": "normalised" if reliable else "delta", "attn": pairs[0::2],
-            "mlp": pairs[1::2], **band}
+            "mlp": pairs[1::2], "q": band["q"], "n_clusters": band["n_clusters"],
+            "n_boot": band["n_boot"], "method": band["method"]}
 
 
 def edited_positions(engine: Engine, pairs: Sequence[Any], offsets: Sequence[int]

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from probe.engine.inference import Engine
+from probe.scoring.stats import zero_width
 
 N_RANDOM = 20
 # 0 (the run itself), a fraction and 1 (the instruction's own mean shift). Each other alpha
@@ -111,7 +112,7 @@ def verdict(steered: dict[str, Any], control: dict[str, Any], key: str = "readou
     n = control.get("n_random", MIN_RANDOM)
     if n < MIN_RANDOM:
         return f"no verdict: {n} random directions (at least {MIN_RANDOM} for a 5-95% band)"
-    if high - low <= 1e-9 * max(1.0, abs(low), abs(high)):
+    if zero_width(low, high):
         return "no verdict: zero-width random band"
     return ("not distinguishable from the control" if low <= value <= high
             else "outside the random-direction band")

@@ -10,7 +10,7 @@ import torch
 from probe.bench.config import TARGETS, BenchConfig, Row
 from probe.bench.models import Prompts
 from probe.engine.models import LoadedModel
-from probe.engine.plain import plain_copy
+from probe.engine.plain import twin
 
 # probe with --attention eager, for scale; left out where the default already resolves to it.
 EAGER_ROWS = ("probe generate (eager)", "probe letter (eager)")
@@ -121,7 +121,8 @@ def plan_rows(loaded: LoadedModel, prompts: Prompts, cfg: BenchConfig) -> list[t
 
     engine, slow = Engine(loaded, cfg.batch_size), Engine(loaded, cfg.batch_size, "eager")
     bridged = Engine(loaded, cfg.batch_size, plain=False)
-    eager, sdpa = plain_copy(loaded, "eager"), plain_copy(loaded, "sdpa")
+    # The references: the engine's own cached un-bridged twins (same weights, no bridge).
+    eager, sdpa = twin(loaded, "eager"), twin(loaded, "sdpa")
     capture = Capture(resid_hook_names(loaded.n_layers), 1)
     eos, b = engine.eos_ids(), cfg.batch_size
     gen, ref_g = prompts.generate, "hf generate (eager)"

@@ -27,9 +27,9 @@ from probe.engine.attention import resolve_attention
 from probe.engine.inference import Engine
 from probe.engine.models import LoadedModel, load_model
 from probe.engine.pipeline import Unit, in_shard, plan_batches, plan_units, run_batch_safe
-from probe.errors import ConfigError, DataError
+from probe.errors import ConfigError
 from probe.store import faults
-from probe.store.io import atomic_write_text, dumps, read_json, read_jsonl
+from probe.store.io import atomic_write_text, dumps, read_jsonl
 from probe.store.provenance import provenance
 from probe.store.run_schema import ADDED_KEYS
 from probe.store.runlock import run_lock
@@ -172,12 +172,11 @@ def run_kernel(requested: str, out: Path, loaded: LoadedModel) -> str:
     re-running its config runs the same one. "auto" resuming a folder takes the kernel the
     folder ran with (eager for runs from before "auto" was the default, or before the option
     existed), so the same command still resumes; otherwise it resolves for the model."""
-    if requested == "auto" and (out / "run.json").is_file():
+    if requested == "auto":
         try:
-            config = read_json(out / "run.json").get("config") or {}
-        except (DataError, AttributeError):
-            config = {}  # create_or_resume reports the broken run.json
-        stored = config.get("attention", ADDED_KEYS["attention"])
+            stored = {**ADDED_KEYS, **RunFolder.open(out).config}["attention"]
+        except ConfigError:
+            stored = None  # no run there yet; create_or_resume reports a broken one
         if stored in ("eager", "sdpa"):
             requested = stored
     return resolve_attention(requested, loaded.hf_model)

@@ -15,6 +15,7 @@ from typing import Any
 from probe.presentation.report_html import Raw, details, esc, fmt, pre, table, with_ci
 from probe.presentation.report_summary import MIN_N
 from probe.scoring.metrics import shown_r
+from probe.scoring.stats import zero_width
 from probe.store.runs import RunFolder
 
 # stage -> the file or folder it writes (relative to the run folder)
@@ -72,7 +73,7 @@ def _flag(n: Any, value: Any = None, k: Any = None, ci: Any = None) -> str:
     if isinstance(value, (int, float)) and value in (0, 1):
         return " ⚠"
     if (isinstance(ci, (list, tuple)) and len(ci) == 2
-            and all(isinstance(v, (int, float)) for v in ci) and ci[1] - ci[0] <= 1e-12):
+            and all(isinstance(v, (int, float)) for v in ci) and zero_width(*ci)):
         return " ⚠"
     return ""
 

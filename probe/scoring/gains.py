@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from probe.scoring import bbq, winogender
-from probe.scoring.stats import SumStat, cluster_sums, paired_difference
+from probe.scoring.stats import SumStat, cluster_sums, paired_difference, zero_width
 
 BASELINE = "baseline"
 Rows = list[dict[str, Any]]
@@ -157,7 +157,7 @@ def small_n_reasons(gain: dict[str, Any]) -> list[str]:
     low, high = gain.get("ci") or (None, None)
     if low is None or high is None:
         reasons.append("no interval")
-    elif high - low <= 1e-9 * max(1.0, abs(low), abs(high)):
+    elif zero_width(low, high):
         reasons.append("zero-width interval")
     return reasons
 

@@ -55,6 +55,12 @@ def resampled_sums(units: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     return out
 
 
+def zero_width(low: float, high: float) -> bool:
+    """Whether an interval has no width beyond float rounding: every resample gave the same
+    value (one cluster, identical clusters), so it can carry no verdict."""
+    return high - low <= 1e-9 * max(1.0, abs(low), abs(high))
+
+
 def percentile_interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
     """Percentile interval of the finite ``values``; (nan, nan) when none is finite."""
     values = np.asarray(values, dtype=float)
